@@ -1,0 +1,192 @@
+"""A target (environment) described by a typed inventory: `runbooks/targets/<name>.toml`.
+
+The file says where every system is and where each secret lives; it never holds a
+secret. Unknown keys are errors (`extra="forbid"`), so a typo fails loudly with
+the file and the field named, before any runbook touches anything.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+
+from remediation.errors import InventoryError
+from remediation.secrets import SecretRef
+
+__all__ = [
+    "TARGETS_DIR",
+    "AdminApiConfig",
+    "DatabaseConfig",
+    "EvidenceStoreConfig",
+    "GatewayConfig",
+    "GitConfig",
+    "HostConfig",
+    "Policy",
+    "Target",
+    "list_targets",
+    "load_target",
+]
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "runbooks" / "targets"
+NAME = r"^[a-z][a-z0-9-]{0,62}$"
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdminApiConfig(_Strict):
+    url: HttpUrl
+    token: SecretRef
+    timeout_s: Seconds = 10.0
+
+
+class GatewayConfig(_Strict):
+    url: HttpUrl
+    #: Bearer for the gateway's own admin surface (provider ingress block, lever 3d).
+    token: SecretRef | None = None
+    timeout_s: Seconds = 10.0
+
+
+class DatabaseConfig(_Strict):
+    dsn: SecretRef
+    statement_timeout_ms: int = Field(default=30_000, gt=0)
+    connect_timeout_s: int = Field(default=5, gt=0)
+
+
+class EvidenceStoreConfig(_Strict):
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    prefix: str = "incidents"
+    region: str = "us-east-1"
+    endpoint_url: HttpUrl | None = None
+    access_key: SecretRef | None = None
+    secret_key: SecretRef | None = None
+    object_lock_days: int | None = Field(default=None, gt=0)
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        v = v.strip("/")
+        if not re.fullmatch(r"[A-Za-z0-9._/-]*", v) or ".." in v:
+            raise ValueError("prefix may hold letters, digits and . _ / - only")
+        return v
+
+
+class HostConfig(_Strict):
+    address: str
+    port: int = Field(default=22, gt=0, lt=65536)
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    known_hosts: Path
+    key: SecretRef
+    #: The service checkout on the host (seed 000: `servers_v2`).
+    checkout_dir: str
+    #: Commands (argument lists) that rebuild and restart from the checkout, run in order in checkout_dir.
+    rebuild: list[list[str]] = Field(min_length=1)
+    #: Services whose logs the evidence capture reads (`docker logs --tail 500 <svc>` or journalctl units).
+    services: list[str] = []
+    log_command: Literal["docker", "journalctl", "file"] = "docker"
+    connect_timeout_s: Seconds = 10.0
+    command_timeout_s: Seconds = 600.0
+
+    @field_validator("rebuild")
+    @classmethod
+    def _non_empty_commands(cls, v: list[list[str]]) -> list[list[str]]:
+        if any(not cmd or not all(arg for arg in cmd) for cmd in v):
+            raise ValueError("every rebuild command is a non-empty list of non-empty arguments")
+        return v
+
+
+class GitConfig(_Strict):
+    remote: str
+    branch: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]+$")
+    #: The host (a key of `hosts`) that deploys from this repository.
+    deploy_host: str
+
+
+class PrometheusConfig(_Strict):
+    url: HttpUrl
+    error_rate_query: str = 'sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))'
+
+
+class Policy(_Strict):
+    #: The approver must differ from whoever requested the run.
+    four_eyes: bool = True
+    approval_timeout_s: Seconds = 900.0
+    #: Levers that pause for approval even though they are scoped (freeze and ingress block always do).
+    approve_deposit_halt: bool = True
+    approve_brand_disable: bool = True
+    #: Rollback refuses commits older than this unless the approver overrides with a reason.
+    rollback_max_age_hours: float = Field(default=24.0, gt=0)
+    #: Reconcile: which side is the source of truth.
+    reconcile_source_of_truth: Literal["ledger"] = "ledger"
+
+
+class Target(_Strict):
+    name: str = Field(pattern=NAME)
+    environment: str
+    description: str = ""
+    admin_api: AdminApiConfig
+    gateway: GatewayConfig
+    database: DatabaseConfig
+    evidence: EvidenceStoreConfig
+    hosts: dict[str, HostConfig] = Field(min_length=1)
+    git: GitConfig
+    prometheus: PrometheusConfig | None = None
+    brands: list[str] = Field(min_length=1)
+    policy: Policy = Policy()
+
+    @field_validator("brands")
+    @classmethod
+    def _brand_ids(cls, v: list[str]) -> list[str]:
+        bad = [b for b in v if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", b)]
+        if bad:
+            raise ValueError(f"brand ids must be lowercase letters, digits, - or _: {bad}")
+        return v
+
+    def model_post_init(self, _: object) -> None:
+        if self.git.deploy_host not in self.hosts:
+            raise ValueError(f"git.deploy_host {self.git.deploy_host!r} is not one of hosts {sorted(self.hosts)}")
+
+    @property
+    def deploy_host(self) -> HostConfig:
+        return self.hosts[self.git.deploy_host]
+
+
+def _path_for(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or "/" in str(name_or_path):
+        return candidate
+    if not re.fullmatch(NAME, str(name_or_path)):
+        raise InventoryError(f"target name {str(name_or_path)!r} is not a valid target name ({NAME})")
+    return TARGETS_DIR / f"{name_or_path}.toml"
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """Load and validate a target; errors name the file and each bad field."""
+    path = _path_for(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        known = ", ".join(list_targets()) or "none"
+        raise InventoryError(f"{path}: no such target inventory (known targets: {known})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InventoryError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Target.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_field(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False))
+        raise InventoryError(f"{path}: invalid target inventory: {problems}") from None
+
+
+def list_targets() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))

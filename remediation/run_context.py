@@ -1,0 +1,32 @@
+"""Tag the current flow run with its incident, runbook and target, whoever started it.
+
+Runs started from the UI or by an alert carry the deployment's tags only; adding
+`incident:<id>` here is what lets the auditor's export and the postmortem find
+every run of one incident.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
+
+__all__ = ["incident_tags", "tag_current_run"]
+
+
+def incident_tags(incident_id: str, runbook: str, target: str) -> list[str]:
+    return [f"incident:{incident_id}", f"runbook:{runbook}", f"target:{target}"]
+
+
+def tag_current_run(incident_id: str, runbook: str, target: str) -> list[str]:
+    run_id = flow_run.get_id()
+    wanted = incident_tags(incident_id, runbook, target)
+    if run_id is None:
+        return wanted
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(run_id)
+        tags = sorted(set(current.tags) | set(wanted))
+        if set(tags) != set(current.tags):
+            client.update_flow_run(run_id, tags=tags)
+    get_run_logger().info("run tagged %s", ", ".join(wanted))
+    return tags

@@ -1,0 +1,64 @@
+"""Settings shared by the sandbox services and the stack that starts them.
+
+Every sandbox process reads these from `SANDBOX_*` environment variables, which
+the stack sets when it launches them. Defaults are the fixed loopback ports the
+committed `runbooks/targets/sandbox.toml` inventory points at.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Where the stack keeps its state (databases, keys, git repos, pid files, logs).
+#: A fixed absolute path so the committed sandbox inventory can name the deploy
+#: host's checkout the way a real inventory names `/srv/...` on a real host.
+DEFAULT_HOME = Path("/tmp/rp-sandbox")
+
+ROLES = ("super_admin", "brand_admin", "viewer")
+
+
+class SandboxSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SANDBOX_", extra="ignore")
+
+    home: Path = DEFAULT_HOME
+    host: str = "127.0.0.1"
+
+    pg_port: int = 15433
+    sshd_port: int = 12222
+    s3_port: int = 15000
+    prefect_port: int = 14200
+    gateway_port: int = 18080
+    admin_port: int = 18081
+    wallet_port: int = 18082
+
+    #: psycopg conninfo of the platform database (`wallet`), password included.
+    dsn: SecretStr = SecretStr("")
+    #: JSON object token -> role, e.g. {"abc...": "super_admin"}.
+    admin_tokens: SecretStr = SecretStr("{}")
+    #: The deploy host's checkout the gateway runs from (servers_v2).
+    release_dir: Path | None = None
+    #: Seconds a wallet request may wait on a row lock before answering 503.
+    wallet_lock_timeout_s: float = Field(default=5.0, gt=0)
+
+    def token_roles(self) -> dict[str, str]:
+        raw = json.loads(self.admin_tokens.get_secret_value() or "{}")
+        return {str(k): str(v) for k, v in raw.items()}
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    @property
+    def wallet_url(self) -> str:
+        return self.url(self.wallet_port)
+
+    @property
+    def admin_url(self) -> str:
+        return self.url(self.admin_port)
+
+    @property
+    def gateway_url(self) -> str:
+        return self.url(self.gateway_port)

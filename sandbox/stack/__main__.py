@@ -1,0 +1,57 @@
+"""`python -m sandbox.stack up|down|status|env|restart-gateway|fault ...`"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from sandbox.stack.core import Stack
+from sandbox.stack.prefect_server import prefect_client_env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.stack", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start everything (idempotent)")
+    up.add_argument("--no-prefect", action="store_true", help="skip the Prefect server and worker")
+    up.add_argument("--no-worker", action="store_true", help="start the Prefect server but no worker")
+    sub.add_parser("down", help="stop everything this stack started")
+    sub.add_parser("status", help="what is running")
+    sub.add_parser("env", help="print shell exports for the sandbox target and the local Prefect API")
+    sub.add_parser("restart-gateway", help="the deploy host's rebuild: restart the gateway from its checkout")
+    fault = sub.add_parser("fault", help="process and release faults (DB faults: python -m sandbox.faults)")
+    fault.add_argument("name", choices=["admin-down", "bad-deploy"])
+    fault.add_argument("state", choices=["on", "off"])
+    args = parser.parse_args(argv)
+
+    stack = Stack()
+    if args.cmd == "up":
+        stack.up(with_prefect=not args.no_prefect, with_worker=not args.no_worker)
+        print(f"Prefect UI: http://127.0.0.1:{stack.settings.prefect_port}")
+    elif args.cmd == "down":
+        stack.down()
+    elif args.cmd == "status":
+        state = stack.status()
+        print(json.dumps(state, indent=2))
+        return 0 if all(state.values()) else 3
+    elif args.cmd == "env":
+        info = stack.loaded_info()
+        env = {**prefect_client_env(stack.home, info.prefect_api_url), **info.env()}
+        for key, value in env.items():
+            print(f"export {key}={shlex.quote(value)}")
+    elif args.cmd == "restart-gateway":
+        stack.restart_gateway()
+    elif args.cmd == "fault":
+        if args.name == "admin-down":
+            stack.admin_down(args.state == "on")
+        elif args.state == "on":
+            print(stack.bad_deploy())
+        else:
+            stack.reset_release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""One object that brings the whole local stack up and down, idempotently, and knows where it is."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from sandbox.config import ROLES, SandboxSettings
+from sandbox.stack.host import DeployHost
+from sandbox.stack.info import StackInfo
+from sandbox.stack.postgres import PostgresCluster
+from sandbox.stack.prefect_server import PrefectServer, PrefectWorker
+from sandbox.stack.processes import is_running, stop
+from sandbox.stack.s3 import MotoS3
+from sandbox.stack.services import SERVICES, ServiceRunner
+from sandbox.stack.sshd import SshServer
+
+__all__ = ["PROJECT_DIR", "Stack"]
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+S3_BUCKET = "rp-evidence"
+S3_REGION = "us-east-1"
+
+
+class Stack:
+    def __init__(self, settings: SandboxSettings | None = None) -> None:
+        self.settings = settings or SandboxSettings()
+        self.home = self.settings.home
+        self.secrets = self._load_or_make_secrets()
+        s = self.settings
+        self.pg = PostgresCluster(self.home / "pg", self.home / "pgrun", s.pg_port, self.secrets["pg_superuser"])
+        self.sshd = SshServer(self.home, s.sshd_port)
+        self.s3 = MotoS3(self.home, s.s3_port, S3_REGION)
+        self.host = DeployHost(self.home)
+        prefect_db = (
+            f"postgresql+asyncpg://prefect:{self.secrets['pg_prefect']}@127.0.0.1:{s.pg_port}/prefect"
+        )
+        self.prefect = PrefectServer(self.home, s.prefect_port, prefect_db)
+        self.worker = PrefectWorker(self.home, self.prefect.api_url, PROJECT_DIR)
+        self.info_file = self.home / "stack.json"
+
+    # --- generated credentials -------------------------------------------------------------
+    def _load_or_make_secrets(self) -> dict[str, str]:
+        path = self.home / "secrets.json"
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o755)
+        made = {
+            "pg_superuser": secrets.token_urlsafe(18),
+            "pg_wallet": secrets.token_urlsafe(18),
+            "pg_prefect": secrets.token_urlsafe(18),
+            "s3_access_key": "RPSANDBOX" + secrets.token_hex(6).upper(),
+            "s3_secret_key": secrets.token_urlsafe(30),
+            **{f"token_{role}": secrets.token_urlsafe(24) for role in ROLES},
+        }
+        path.write_text(json.dumps(made, indent=2))
+        path.chmod(0o600)
+        return made
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        return {role: self.secrets[f"token_{role}"] for role in ROLES}
+
+    def services(self, platform_dsn: str) -> ServiceRunner:
+        return ServiceRunner(self.settings, platform_dsn, self.tokens, self.host.checkout)
+
+    # --- up / down -------------------------------------------------------------------------
+    def up(self, *, with_prefect: bool = True, with_worker: bool = True, log=print) -> StackInfo:  # noqa: ANN001
+        log(f"stack home: {self.home}")
+        self.home.mkdir(parents=True, exist_ok=True)
+        log("postgresql: starting")
+        self.pg.start()
+        platform_dsn = self.pg.ensure_database("wallet", "wallet_app", self.secrets["pg_wallet"])
+        self.pg.ensure_database("prefect", "prefect", self.secrets["pg_prefect"])
+        if with_prefect:
+            log("prefect server: starting (on PostgreSQL)")
+            self.prefect.start(wait=False)
+        log("platform schema: applying")
+        subprocess.run(
+            [sys.executable, "-m", "sandbox.db", "init"],
+            env={**self.services(platform_dsn).env()}, check=True,
+        )
+        log("sshd: starting")
+        self.sshd.start()
+        log("s3 (moto): starting")
+        self.s3.start()
+        self.s3.ensure_bucket(S3_BUCKET, self.secrets["s3_access_key"], self.secrets["s3_secret_key"])
+        log("deploy host: preparing servers_v2")
+        self.host.create()
+        runner = self.services(platform_dsn)
+        for name in SERVICES:
+            log(f"sandbox {name}: starting")
+            runner.start(name)
+        info = self.info(platform_dsn)
+        info.dump(self.info_file)
+        if with_prefect:
+            self.prefect.wait()
+            log(f"prefect server: ready at {self.prefect.api_url}")
+            if with_worker:
+                self.ensure_work_pool()
+                self.worker.start(info.env())
+                log("prefect worker: started on pool 'remediation'")
+        return info
+
+    def ensure_work_pool(self) -> None:
+        from sandbox.stack.prefect_server import WORK_POOL, prefect_client_env
+
+        env = {**_os_environ(), **prefect_client_env(self.home, self.prefect.api_url)}
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        have = subprocess.run([prefect, "work-pool", "inspect", WORK_POOL], env=env, capture_output=True)
+        if have.returncode != 0:
+            subprocess.run(
+                [prefect, "work-pool", "create", WORK_POOL, "--type", "process"],
+                env=env, check=True, capture_output=True,
+            )
+
+    def down(self, log=print) -> None:  # noqa: ANN001
+        run = self.home / "run"
+        if self.worker.stop():
+            log("prefect worker: stopped")
+        for name in reversed(SERVICES):
+            if stop(run / f"{name}.pid"):
+                log(f"sandbox {name}: stopped")
+        # Anything else that left a pid file (fault holders, a second worker) goes too.
+        for pid_file in sorted(run.glob("*.pid")) if run.exists() else []:
+            if pid_file.name == "sshd.pid":
+                continue
+            if stop(pid_file):
+                log(f"{pid_file.stem}: stopped")
+        if self.sshd.stop():
+            log("sshd: stopped")
+        if self.pg.stop():
+            log("postgresql: stopped")
+
+    def status(self) -> dict[str, bool]:
+        run = self.home / "run"
+        return {
+            "postgresql": self.pg.running(),
+            "sshd": self.sshd.running(),
+            "s3": self.s3.running(),
+            **{f"sandbox-{n}": is_running(run / f"{n}.pid") for n in SERVICES},
+            "prefect-server": self.prefect.running(),
+            "prefect-worker": self.worker.running(),
+        }
+
+    def info(self, platform_dsn: str | None = None) -> StackInfo:
+        s = self.settings
+        dsn = platform_dsn or self.pg.ensure_database("wallet", "wallet_app", self.secrets["pg_wallet"])
+        return StackInfo(
+            home=self.home, host=s.host, pg_port=s.pg_port,
+            platform_dsn=SecretStr(dsn),
+            superuser_dsn=SecretStr(self.pg.superuser_dsn("wallet")),
+            prefect_db_url=SecretStr(self.prefect.db_url),
+            gateway_url=s.gateway_url, admin_url=s.admin_url, wallet_url=s.wallet_url,
+            admin_tokens={k: SecretStr(v) for k, v in self.tokens.items()},
+            ssh_port=s.sshd_port, ssh_user=self.sshd.user, ssh_client_key=self.sshd.client_key,
+            ssh_known_hosts=self.sshd.known_hosts, host_checkout=self.host.checkout,
+            git_remote=self.host.remote, s3_endpoint=self.s3.endpoint, s3_bucket=S3_BUCKET,
+            s3_region=S3_REGION, s3_access_key=SecretStr(self.secrets["s3_access_key"]),
+            s3_secret_key=SecretStr(self.secrets["s3_secret_key"]),
+            prefect_api_url=self.prefect.api_url,
+        )
+
+    # --- process and release faults --------------------------------------------------------
+    def loaded_info(self) -> StackInfo:
+        return StackInfo.load(self.info_file)
+
+    def restart_gateway(self) -> None:
+        self.services(self.loaded_info().platform_dsn.get_secret_value()).restart("gateway")
+
+    def admin_down(self, down: bool) -> None:
+        runner = self.services(self.loaded_info().platform_dsn.get_secret_value())
+        runner.stop("admin") if down else runner.start("admin")
+
+    def bad_deploy(self) -> str:
+        """Push a bad commit and deploy it the way the host's pipeline does: pull, rebuild."""
+        from sandbox.release_faults import bad_deploy_patch
+
+        sha = self.host.push_commit(
+            bad_deploy_patch(), "gateway: read upstream settings from the release config"
+        )
+        self.host.pull()
+        subprocess.run([str(self.host.rebuild_script)], cwd=self.host.checkout, check=True)
+        return sha
+
+    def reset_release(self) -> None:
+        """Back to the seeded history on origin and host, and the gateway restarted from it."""
+        self.host.create(force=True)
+        self.restart_gateway()
+
+
+def _os_environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)

@@ -1,0 +1,109 @@
+"""A local Prefect server on PostgreSQL, and a process worker tuned for incident response."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from sandbox.stack.processes import is_running, start_detached, stop, wait_until
+
+__all__ = ["PrefectServer", "PrefectWorker", "WORK_POOL", "prefect_client_env"]
+
+WORK_POOL = "remediation"
+
+
+def prefect_client_env(home: Path, api_url: str) -> dict[str, str]:
+    """Settings for anything that talks to the local server: CLI, worker, flows, tests."""
+    return {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Crash-safety: results persisted so a re-run skips completed side effects.
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "prefect" / "results"),
+        # An incident tool cannot wait 10-15 s per poll.
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+    }
+
+
+class PrefectServer:
+    def __init__(self, home: Path, port: int, db_url: str) -> None:
+        self.home = home
+        self.port = port
+        self.db_url = db_url
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.pid_file = home / "run" / "prefect-server.pid"
+        self.log_file = home / "logs" / "prefect-server.log"
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def running(self) -> bool:
+        return is_running(self.pid_file) and self.healthy()
+
+    def start(self, *, wait: bool = True) -> None:
+        if self.running():
+            return
+        env = dict(os.environ)
+        env.pop("PREFECT_API_URL", None)
+        env.update({
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.db_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true",
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(self.port),
+        })
+        prefect = Path(sys.executable).with_name("prefect")
+        start_detached(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            pid_file=self.pid_file, log_file=self.log_file, env=env,
+        )
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        wait_until(self.healthy, timeout_s=180, what="Prefect server", log_file=self.log_file)
+
+    def stop(self) -> bool:
+        return stop(self.pid_file, grace_s=15)
+
+
+class PrefectWorker:
+    """`prefect worker start` on the process pool, with the target secrets' env for its flow runs."""
+
+    def __init__(self, home: Path, api_url: str, project_dir: Path) -> None:
+        self.home = home
+        self.api_url = api_url
+        self.project_dir = project_dir
+        self.pid_file = home / "run" / "prefect-worker.pid"
+        self.log_file = home / "logs" / "prefect-worker.log"
+
+    def running(self) -> bool:
+        return is_running(self.pid_file)
+
+    def start(self, extra_env: Mapping[str, str]) -> None:
+        if self.running():
+            return
+        env = dict(os.environ)
+        env.update(prefect_client_env(self.home, self.api_url))
+        env.update(extra_env)
+        prefect = Path(sys.executable).with_name("prefect")
+        start_detached(
+            [str(prefect), "worker", "start", "--pool", WORK_POOL, "--type", "process",
+             "--name", "rp-local-worker", "--limit", "8"],
+            pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir,
+        )
+
+    def stop(self) -> bool:
+        return stop(self.pid_file, grace_s=15)

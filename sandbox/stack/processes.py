@@ -1,0 +1,117 @@
+"""Detached background processes tracked by pid file, stopped by pid, never orphaned."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["is_running", "port_open", "read_pid", "start_detached", "stop", "wait_until"]
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def is_running(pid_file: Path) -> bool:
+    pid = read_pid(pid_file)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    with contextlib.suppress(FileNotFoundError):
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+    return True
+
+
+def start_detached(
+    argv: Sequence[str],
+    *,
+    pid_file: Path,
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Start `argv` in its own session so it outlives the caller (and an SSH channel)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=devnull,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop(pid_file: Path, *, grace_s: float = 10.0, sig: int = signal.SIGTERM) -> bool:
+    """Stop the process group recorded in `pid_file`; SIGKILL after `grace_s`. True if one ran."""
+    pid = read_pid(pid_file)
+    if pid is None or not is_running(pid_file):
+        pid_file.unlink(missing_ok=True)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and is_running(pid_file):
+        _reap(pid)
+        time.sleep(0.1)
+    if is_running(pid_file):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        _reap(pid)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    # Our own children become zombies until waited for.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    check: Callable[[], bool], *, timeout_s: float, what: str, log_file: Path | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+    tail = ""
+    if log_file is not None and log_file.exists():
+        tail = "\n--- last lines of " + str(log_file) + " ---\n" + "\n".join(
+            log_file.read_text(errors="replace").splitlines()[-30:]
+        )
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s{tail}")

@@ -1,0 +1,38 @@
+"""Read-only Prometheus queries over its HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from prefect import task
+
+from remediation.errors import PermanentError, RetryableError
+from remediation.inventory import Target
+from remediation.policy import READ_ONLY
+
+__all__ = ["get_error_rate", "query_instant"]
+
+
+def query_instant(client: httpx.Client, query: str) -> list[dict[str, Any]]:
+    """`GET /api/v1/query`; returns the result vector."""
+    try:
+        resp = client.get("/api/v1/query", params={"query": query})
+    except httpx.TransportError as exc:
+        raise RetryableError(f"prometheus unreachable: {type(exc).__name__}") from None
+    if resp.status_code >= 500:
+        raise RetryableError(f"prometheus answered {resp.status_code}")
+    body = resp.json()
+    if resp.status_code != 200 or body.get("status") != "success":
+        raise PermanentError(f"prometheus rejected the query ({resp.status_code}): {body.get('error', '')[:200]}")
+    result = body["data"]["result"]
+    return list(result) if isinstance(result, list) else [result]
+
+
+@task(name="get-error-rate", **READ_ONLY)
+def get_error_rate(target: Target) -> dict[str, Any]:
+    if target.prometheus is None:
+        return {"configured": False, "note": f"target {target.name} names no Prometheus"}
+    with httpx.Client(base_url=str(target.prometheus.url), timeout=10) as client:
+        result = query_instant(client, target.prometheus.error_rate_query)
+    return {"configured": True, "query": target.prometheus.error_rate_query, "result": result}

@@ -1,0 +1,45 @@
+"""Shared fixtures: the real local stack (PostgreSQL, sshd, S3, sandbox services, Prefect server).
+
+The stack is started once per session if it is not already up and stopped at the
+end only if this session started it; `scripts/test` also stops it on exit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from sandbox.config import SandboxSettings
+from sandbox.stack.info import StackInfo
+from sandbox.stack.prefect_server import prefect_client_env
+
+_SETTINGS = SandboxSettings()
+# Prefect reads its settings from the environment: point every test at the local server
+# before anything imports prefect's client.
+for _k, _v in prefect_client_env(_SETTINGS.home, f"http://127.0.0.1:{_SETTINGS.prefect_port}/api").items():
+    os.environ.setdefault(_k, _v)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    from sandbox.stack.core import Stack
+
+    st = Stack(_SETTINGS)
+    already_up = all(st.status().values())
+    info = st.up(log=lambda _msg: None)
+    os.environ.update(info.env())
+    yield info
+    if not already_up and os.environ.get("RP_KEEP_STACK") != "1":
+        st.down(log=lambda _msg: None)
+
+
+@pytest.fixture
+def reset_platform(stack: StackInfo) -> Iterator[StackInfo]:
+    """Seeded platform state before and after the test: levers off, faults cleared, no drift."""
+    from sandbox import db
+
+    db.reset(stack.platform_dsn.get_secret_value())
+    yield stack
+    db.reset(stack.platform_dsn.get_secret_value())
