@@ -31,10 +31,11 @@ def snapshot_context(
     inv = load_target(target)
     tag_current_run(incident_id, RUNBOOK, inv.name)
     host = inv.deploy_host
+    ssh = f"ssh {host.user}@{host.address}:{host.port}"
     reads = {
-        "deployed_revision": f"ssh {host.user}@{host.address}:{host.port} git -C {host.checkout_dir} log -1; reflog -n 10",
+        "deployed_revision": f"{ssh} git -C {host.checkout_dir} log -1; reflog -n 10",
         "health": f"GET {inv.gateway.url}health and /health/deep",
-        "error_rate": f"Prometheus {inv.prometheus.url} /api/v1/query" if inv.prometheus else "no Prometheus configured",
+        "error_rate": f"GET {inv.prometheus.url}api/v1/query" if inv.prometheus else "no Prometheus configured",
         "levers": f"GET {inv.admin_api.url}api/v1/maintenance, global-vars/DEPOSIT_MAINTENANCE_STATUS, "
                   f"brand config for {', '.join(inv.brands)}; gateway provider ingress",
     }

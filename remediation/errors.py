@@ -11,11 +11,13 @@ __all__ = [
     "AuthError",
     "BadInputError",
     "ClientError",
+    "CommandFailedError",
     "ConflictError",
     "HostKeyError",
     "InventoryError",
     "NotFoundError",
     "PermanentError",
+    "PushRejectedError",
     "RetryableError",
     "is_retryable",
 ]
@@ -43,6 +45,19 @@ class NotFoundError(PermanentError):
 
 class ConflictError(PermanentError):
     """The target's state forbids the change (409, non-fast-forward push after retries)."""
+
+
+class PushRejectedError(ConflictError):
+    """The remote branch moved on (non-fast-forward): fetch, rebase and push again; never force."""
+
+
+class CommandFailedError(PermanentError):
+    """A remote command ran and exited non-zero; `exit_code` and the stderr tail are in the message."""
+
+    # A default keeps the exception picklable (Prefect stores failed task states).
+    def __init__(self, message: str, exit_code: int = -1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class BadInputError(PermanentError, ValueError):

@@ -7,6 +7,8 @@ every run of one incident.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
@@ -19,10 +21,11 @@ def incident_tags(incident_id: str, runbook: str, target: str) -> list[str]:
 
 
 def tag_current_run(incident_id: str, runbook: str, target: str) -> list[str]:
-    run_id = flow_run.get_id()
+    raw_id = flow_run.get_id()
     wanted = incident_tags(incident_id, runbook, target)
-    if run_id is None:
+    if raw_id is None:
         return wanted
+    run_id = UUID(str(raw_id))
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(run_id)
         tags = sorted(set(current.tags) | set(wanted))

@@ -50,7 +50,7 @@ class SecretRef(BaseModel):
                 block = Secret.load(self.block, _sync=True)  # type: ignore[call-arg]
             except ValueError as exc:
                 raise InventoryError(f"secret {self.describe()} not found: {exc}") from None
-            return SecretStr(str(block.get()))
+            return SecretStr(str(block.get()))  # type: ignore[union-attr]
         assert self.file is not None
         if not self.file.is_file():
             raise InventoryError(f"secret {self.describe()} does not exist")

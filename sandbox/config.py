@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: Where the stack keeps its state (databases, keys, git repos, pid files, logs).
 #: A fixed absolute path so the committed sandbox inventory can name the deploy
 #: host's checkout the way a real inventory names `/srv/...` on a real host.
-DEFAULT_HOME = Path("/tmp/rp-sandbox")
+DEFAULT_HOME = Path("/tmp/rp-sandbox")  # noqa: S108 - the stack refuses a home another user owns
 
 ROLES = ("super_admin", "brand_admin", "viewer")
 

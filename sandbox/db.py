@@ -168,9 +168,9 @@ def reset(dsn: str) -> None:
     The ledger is append-only, so drift cannot be "fixed" by rewriting rows; the whole
     platform is emptied and reseeded in one transaction instead.
     """
-    from sandbox import faults  # faults imports this module
+    from sandbox.faults import wedge_off  # imported here: faults imports this module
 
-    faults.wedge_off(dsn)  # the hang holder's table lock would block TRUNCATE
+    wedge_off(dsn)  # the hang holder's table lock would block TRUNCATE
     with connect(dsn, application_name="sandbox-db-reset") as conn, conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', '15s', true)")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_KEY,))

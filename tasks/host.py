@@ -36,7 +36,7 @@ class DeployedRevision(BaseModel):
 def _parse_reflog(text: str) -> list[DeployRecord]:
     records = []
     for line in text.splitlines():
-        sha, selector, subject = (line.split(_SEP) + ["", ""])[:3]
+        sha, selector, subject = [*line.split(_SEP), "", ""][:3]
         # `%gd` with --date=iso-strict is `HEAD@{2026-11-23T10:00:00+00:00}`.
         stamp = selector[selector.find("{") + 1 : selector.rfind("}")] if "{" in selector else ""
         try:

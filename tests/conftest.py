@@ -43,3 +43,23 @@ def reset_platform(stack: StackInfo) -> Iterator[StackInfo]:
     db.reset(stack.platform_dsn.get_secret_value())
     yield stack
     db.reset(stack.platform_dsn.get_secret_value())
+
+
+@pytest.fixture(scope="session")
+def deployments(stack: StackInfo) -> list[str]:
+    """Register every prefect.yaml deployment against the local server, as scripts/demo does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "RP_PROJECT_DIR": str(root)}
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    out = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    import yaml
+
+    spec = yaml.safe_load((root / "prefect.yaml").read_text())
+    return [f"{d['name']}/{d['name']}" for d in spec["deployments"]]

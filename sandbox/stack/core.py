@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -15,12 +17,14 @@ from sandbox.stack.host import DeployHost
 from sandbox.stack.info import StackInfo
 from sandbox.stack.postgres import PostgresCluster
 from sandbox.stack.prefect_server import PrefectServer, PrefectWorker
-from sandbox.stack.processes import is_running, stop
+from sandbox.stack.processes import is_running, port_open, stop
 from sandbox.stack.s3 import MotoS3
 from sandbox.stack.services import SERVICES, ServiceRunner
 from sandbox.stack.sshd import SshServer
 
 __all__ = ["PROJECT_DIR", "Stack"]
+
+Log = Callable[[str], object]
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 S3_BUCKET = "rp-evidence"
@@ -47,6 +51,9 @@ class Stack:
     # --- generated credentials -------------------------------------------------------------
     def _load_or_make_secrets(self) -> dict[str, str]:
         path = self.home / "secrets.json"
+        if self.home.exists() and self.home.stat().st_uid != os.geteuid():
+            # A fixed path under /tmp: never trust one that another user created first.
+            raise RuntimeError(f"{self.home} belongs to another user; remove it or set SANDBOX_HOME")
         if path.exists():
             return dict(json.loads(path.read_text()))
         self.home.mkdir(parents=True, exist_ok=True)
@@ -71,7 +78,7 @@ class Stack:
         return ServiceRunner(self.settings, platform_dsn, self.tokens, self.host.checkout)
 
     # --- up / down -------------------------------------------------------------------------
-    def up(self, *, with_prefect: bool = True, with_worker: bool = True, log=print) -> StackInfo:  # noqa: ANN001
+    def up(self, *, with_prefect: bool = True, with_worker: bool = True, log: Log = print) -> StackInfo:
         log(f"stack home: {self.home}")
         self.home.mkdir(parents=True, exist_ok=True)
         log("postgresql: starting")
@@ -120,7 +127,7 @@ class Stack:
                 env=env, check=True, capture_output=True,
             )
 
-    def down(self, log=print) -> None:  # noqa: ANN001
+    def down(self, log: Log = print) -> None:
         run = self.home / "run"
         if self.worker.stop():
             log("prefect worker: stopped")
@@ -137,6 +144,12 @@ class Stack:
             log("sshd: stopped")
         if self.pg.stop():
             log("postgresql: stopped")
+        left = [name for name, up in self.status().items() if up]
+        s = self.settings
+        ports = (s.pg_port, s.sshd_port, s.s3_port, s.prefect_port, s.gateway_port, s.admin_port, s.wallet_port)
+        left += [f"port {p}" for p in ports if port_open(s.host, p)]
+        if left:
+            raise RuntimeError(f"still running after down: {', '.join(left)}")
 
     def status(self) -> dict[str, bool]:
         run = self.home / "run"
@@ -196,6 +209,4 @@ class Stack:
 
 
 def _os_environ() -> dict[str, str]:
-    import os
-
     return dict(os.environ)

@@ -11,7 +11,7 @@ import httpx
 
 from sandbox.stack.processes import is_running, start_detached, stop, wait_until
 
-__all__ = ["PrefectServer", "PrefectWorker", "WORK_POOL", "prefect_client_env"]
+__all__ = ["WORK_POOL", "PrefectServer", "PrefectWorker", "prefect_client_env"]
 
 WORK_POOL = "remediation"
 

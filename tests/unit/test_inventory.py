@@ -75,7 +75,7 @@ def test_a_literal_secret_in_the_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_bad_toml_and_unknown_target() -> None:
-    with pytest.raises(InventoryError, match="no such target inventory.*known targets: .*sandbox"):
+    with pytest.raises(InventoryError, match=r"no such target inventory.*known targets: .*sandbox"):
         load_target("does-not-exist")
     with pytest.raises(InventoryError, match="not a valid target name"):
         load_target("Bad Name;rm")

@@ -1,0 +1,154 @@
+"""Approvals for risky steps: a typed resume form, bound to the exact plan shown, recorded for audit.
+
+`request_approval` pauses the flow run with `pause_flow_run(wait_for_input=...)`; the
+Prefect UI renders the form. The form's `plan_hash` and `confirm_target` are JSON
+Schema `Literal`s, so the server itself refuses an answer for another plan or target.
+What JSON Schema cannot say (four eyes) is checked after the resume; an invalid answer
+is recorded and the flow pauses again until the step's deadline. A timeout is a "no".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pydantic
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+__all__ = ["Approval", "ApprovalForm", "plan_hash", "request_approval"]
+
+#: How often a paused run checks whether it was resumed (Prefect's default is 10 s).
+POLL_S = 1
+
+
+def plan_hash(plan: Any) -> str:
+    """SHA-256 of the plan's canonical JSON: the same plan always hashes the same."""
+    if isinstance(plan, BaseModel):
+        plan = plan.model_dump(mode="json")
+    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ApprovalForm(RunInput):
+    """The base form; `request_approval` narrows plan_hash and confirm_target to Literals."""
+
+    decision: Literal["approve", "reject"] = Field(description="approve applies the plan shown; reject changes nothing")
+    approver: str = Field(pattern=r"^[A-Za-z0-9_.@+-]{2,80}$", description="your handle, e.g. alice")
+    reason: str = Field(min_length=3, max_length=1000, description="why; it goes into the audit trail")
+    confirm_target: str = Field(description="type the target's name to confirm")
+    plan_hash: str = Field(description="the hash of the plan you reviewed (pre-filled)")
+
+
+class Approval(BaseModel):
+    """What the auditor sees for every decision, including timeouts and refused answers."""
+
+    step: str
+    target: str
+    decision: Literal["approve", "reject", "timeout", "invalid"]
+    approver: str | None
+    reason: str
+    plan_hash: str
+    requested_by: str | None
+    requested_at: datetime
+    decided_at: datetime
+    flow_run_id: str | None
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approve"
+
+
+def _form_for(step: str, target: str, digest: str) -> type[ApprovalForm]:
+    model = pydantic.create_model(
+        f"Approve_{step.replace('-', '_')}",
+        __base__=ApprovalForm,
+        confirm_target=(Literal[target], Field(description=f"type `{target}` to confirm")),  # type: ignore[valid-type]
+        plan_hash=(Literal[digest], Field(default=digest, description="the plan you reviewed")),  # type: ignore[valid-type]
+    )
+    return model
+
+
+def _problem(answer: ApprovalForm, requested_by: str | None, four_eyes: bool) -> str | None:
+    if four_eyes and requested_by and answer.approver.lower() == requested_by.lower():
+        return f"four eyes: {answer.approver} requested this run and cannot approve it"
+    return None
+
+
+def request_approval(
+    *,
+    step: str,
+    target: str,
+    plan: Any,
+    summary_markdown: str,
+    requested_by: str | None,
+    four_eyes: bool,
+    timeout_s: float,
+    pause=pause_flow_run,
+) -> Approval:
+    """Show the plan, pause for a decision, record it. Never raises for a "no"."""
+    log = get_run_logger()
+    digest = plan_hash(plan)
+    form = _form_for(step, target, digest)
+    requested_at = datetime.now(UTC)
+    deadline = time.monotonic() + timeout_s
+    run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+    create_markdown_artifact(
+        key=f"plan-{step}", description=f"plan awaiting approval: {step}",
+        markdown=f"{summary_markdown}\n\n**Plan hash**: `{digest}`\n",
+    )
+    attempt = 0
+    while True:
+        remaining = int(deadline - time.monotonic())
+        if remaining <= 0:
+            return _record(step, target, "timeout", None, "no decision before the deadline", digest,
+                           requested_by, requested_at, run_id)
+        attempt += 1
+        log.info("step %s waits for approval of plan %s (%d s left)", step, digest[:12], remaining)
+        try:
+            answer = pause(
+                wait_for_input=form.with_initial_data(
+                    description=f"Approve **{step}** on `{target}`?\n\n{summary_markdown}",
+                    plan_hash=digest,
+                ),
+                timeout=remaining, poll_interval=POLL_S, key=f"{step}-{attempt}",
+            )
+        except FlowPauseTimeout:
+            return _record(step, target, "timeout", None, "no decision before the deadline", digest,
+                           requested_by, requested_at, run_id)
+        problem = _problem(answer, requested_by, four_eyes)
+        if problem is None:
+            return _record(step, target, answer.decision, answer.approver, answer.reason, digest,
+                           requested_by, requested_at, run_id)
+        _record(step, target, "invalid", answer.approver, problem, digest, requested_by, requested_at, run_id)
+        log.warning("approval answer refused (%s); asking again", problem)
+
+
+def _record(
+    step: str, target: str, decision: str, approver: str | None, reason: str, digest: str,
+    requested_by: str | None, requested_at: datetime, run_id: str | None,
+) -> Approval:
+    approval = Approval(
+        step=step, target=target, decision=decision, approver=approver,  # type: ignore[arg-type]
+        reason=reason, plan_hash=digest, requested_by=requested_by, requested_at=requested_at,
+        decided_at=datetime.now(UTC), flow_run_id=run_id,
+    )
+    get_run_logger().info(
+        "approval %s: step=%s target=%s approver=%s plan=%s reason=%s",
+        decision, step, target, approver, digest[:12], reason,
+    )
+    create_markdown_artifact(
+        key=f"approval-{step}", description=f"approval record: {step} {decision}",
+        markdown="| field | value |\n|---|---|\n" + "\n".join(
+            f"| {k} | {v} |" for k, v in approval.model_dump(mode="json").items()
+        ) + "\n",
+    )
+    return approval

@@ -1,0 +1,39 @@
+"""The stack control: idempotent `up`, everything reported running, credentials kept private."""
+
+from __future__ import annotations
+
+import stat
+import time
+
+import pytest
+
+from sandbox.stack.core import Stack
+from sandbox.stack.info import StackInfo
+from sandbox.stack.processes import read_pid
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_again_is_idempotent_and_quick(stack: StackInfo) -> None:
+    st = Stack()
+    run = st.home / "run"
+    before = {p.name: read_pid(p) for p in run.glob("*.pid")}
+    started = time.monotonic()
+    again = st.up(log=lambda _m: None)
+    assert time.monotonic() - started < 20
+    after = {p.name: read_pid(p) for p in run.glob("*.pid")}
+    assert before == after, "a second `up` restarted something that was running"
+    assert again.model_dump() == stack.model_dump()
+    assert all(st.status().values()), st.status()
+
+
+def test_generated_credentials_are_private(stack: StackInfo) -> None:
+    for name in ("stack.json", "secrets.json"):
+        mode = stat.S_IMODE((stack.home / name).stat().st_mode)
+        assert mode == 0o600, f"{name} is {oct(mode)}"
+    assert stat.S_IMODE(stack.ssh_client_key.stat().st_mode) == 0o600
+
+
+def test_known_hosts_holds_only_the_sandbox_host_key(stack: StackInfo) -> None:
+    lines = stack.ssh_known_hosts.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"[127.0.0.1]:{stack.ssh_port} ssh-ed25519 ")
