@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from remediation.gather import settle_all
 from remediation.inventory import load_target
 from remediation.params import IncidentId, Initiator, TargetName
 from remediation.run_context import tag_current_run
@@ -53,17 +54,9 @@ def snapshot_context(
         "error_rate": get_error_rate.submit(inv),
         "levers": get_lever_state.submit(inv),
     }
-    found: dict[str, Any] = {}
-    failed: dict[str, str] = {}
-    for name, future in futures.items():
-        # One source failing never loses the others.
-        future.wait()
-        if future.state.is_completed():
-            value = future.result()
-            found[name] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-        else:
-            failed[name] = _reason(future.state)
-            log.warning("%s could not be read: %s", name, failed[name])
+    found, failed = settle_all(futures)
+    for name, reason in failed.items():
+        log.warning("%s could not be read: %s", name, reason)
     report = {
         "dry_run": False, "incident_id": incident_id, "target": inv.name, "environment": inv.environment,
         "initiated_by": initiated_by, "found": found, "failed": failed,
@@ -78,14 +71,6 @@ def snapshot_context(
 
 def _key(incident_id: str) -> str:
     return f"snapshot-{incident_id.lower()}"
-
-
-def _reason(state: Any) -> str:
-    try:
-        state.result()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return state.message or state.name
 
 
 def _plan_markdown(incident_id: str, target: str, reads: dict[str, str]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -68,13 +69,12 @@ class Approval(BaseModel):
 
 
 def _form_for(step: str, target: str, digest: str) -> type[ApprovalForm]:
-    model = pydantic.create_model(
-        f"Approve_{step.replace('-', '_')}",
-        __base__=ApprovalForm,
-        confirm_target=(Literal[target], Field(description=f"type `{target}` to confirm")),  # type: ignore[valid-type]
-        plan_hash=(Literal[digest], Field(default=digest, description="the plan you reviewed")),  # type: ignore[valid-type]
-    )
-    return model
+    # Literal fields become JSON Schema `enum`s, which the server enforces on resume.
+    fields: dict[str, Any] = {
+        "confirm_target": (Literal[target], Field(description=f"type `{target}` to confirm")),
+        "plan_hash": (Literal[digest], Field(default=digest, description="the plan you reviewed")),
+    }
+    return pydantic.create_model(f"Approve_{step.replace('-', '_')}", __base__=ApprovalForm, **fields)
 
 
 def _problem(answer: ApprovalForm, requested_by: str | None, four_eyes: bool) -> str | None:
@@ -92,7 +92,7 @@ def request_approval(
     requested_by: str | None,
     four_eyes: bool,
     timeout_s: float,
-    pause=pause_flow_run,
+    pause: Callable[..., Any] = pause_flow_run,
 ) -> Approval:
     """Show the plan, pause for a decision, record it. Never raises for a "no"."""
     log = get_run_logger()
@@ -132,12 +132,15 @@ def request_approval(
         log.warning("approval answer refused (%s); asking again", problem)
 
 
+Decision = Literal["approve", "reject", "timeout", "invalid"]
+
+
 def _record(
-    step: str, target: str, decision: str, approver: str | None, reason: str, digest: str,
+    step: str, target: str, decision: Decision, approver: str | None, reason: str, digest: str,
     requested_by: str | None, requested_at: datetime, run_id: str | None,
 ) -> Approval:
     approval = Approval(
-        step=step, target=target, decision=decision, approver=approver,  # type: ignore[arg-type]
+        step=step, target=target, decision=decision, approver=approver,
         reason=reason, plan_hash=digest, requested_by=requested_by, requested_at=requested_at,
         decided_at=datetime.now(UTC), flow_run_id=run_id,
     )

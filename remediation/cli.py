@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["main"]
 
@@ -25,11 +25,12 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     params = _parse_params(args.param)
     print(f"starting {args.deployment} with {json.dumps(params)}")
-    run = run_deployment(args.deployment, parameters=params, timeout=args.timeout)
+    run = cast(FlowRun, run_deployment(args.deployment, parameters=params, timeout=args.timeout))
     state = run.state
     print(f"flow run {run.name} ({run.id}): {state.name if state else 'unknown'}")
     if state and state.message:

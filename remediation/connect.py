@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
+from remediation.clients._http import make_http_client
 from remediation.clients.admin_api import HttpxAdminApi
 from remediation.clients.database import PsycopgDatabase
 from remediation.clients.evidence_store import S3EvidenceStore, make_s3_client
@@ -15,15 +17,11 @@ from remediation.clients.git_repo import CliGitRepo
 from remediation.clients.remote_host import ParamikoHost
 from remediation.inventory import Target
 
-__all__ = ["admin_api", "database", "evidence_store", "gateway", "remote_host"]
+__all__ = ["admin_api", "database", "evidence_store", "gateway", "git_repo", "remote_host"]
 
 
 def _http(base_url: str, timeout_s: float) -> httpx.Client:
-    return httpx.Client(
-        base_url=base_url.rstrip("/"),
-        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
-        headers={"User-Agent": "remediation-pipelines"},
-    )
+    return make_http_client(base_url, timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)))
 
 
 @contextmanager
@@ -72,7 +70,5 @@ def remote_host(target: Target, name: str | None = None) -> ParamikoHost:
     )
 
 
-def git_repo(workdir: str) -> CliGitRepo:
-    from pathlib import Path
-
+def git_repo(workdir: str | Path) -> CliGitRepo:
     return CliGitRepo(Path(workdir))

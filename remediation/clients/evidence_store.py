@@ -1,0 +1,297 @@
+"""Evidence bundles in S3 (or moto/MinIO via endpoint_url): streamed up, hashed, re-verifiable.
+
+The SHA-256 of every object is computed locally by streaming the file and stored in
+the object's metadata (`sha256`), because S3's own SHA256 checksum of a multipart
+upload is a checksum of part checksums, not of the file; an auditor re-verifies by
+streaming the object back and hashing it (`verify`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, HTTPClientError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import ClientError as BotoClientError
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from remediation.errors import (
+    AuthError,
+    BadInputError,
+    ClientError,
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    RetryableError,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+else:
+    S3Client = Any
+
+__all__ = [
+    "EvidenceStore",
+    "LockMode",
+    "ObjectSummary",
+    "S3EvidenceStore",
+    "StoredObject",
+    "make_s3_client",
+    "map_boto_error",
+    "sha256_file",
+]
+
+LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
+_CHUNK = 1024 * 1024
+_MIB = 1024 * 1024
+_AUTH_CODES = frozenset({
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+    "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AuthorizationHeaderMalformed",
+})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchVersion", "404"})
+_RETRY_CODES = frozenset({
+    "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
+    "Throttling", "ThrottlingException", "RequestLimitExceeded",
+})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class StoredObject(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    #: From the object's `sha256` metadata; None for an object this store did not write.
+    sha256_hex: str | None
+    size: int
+    version_id: str | None = None
+    lock_mode: str | None = None
+    retain_until: datetime | None = None
+
+
+class ObjectSummary(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    size: int
+    last_modified: datetime
+    etag: str = ""
+
+
+@runtime_checkable
+class EvidenceStore(Protocol):
+    bucket: str
+
+    def put_file(self, key: str, path: Path) -> StoredObject: ...
+    def verify(self, key: str, expected_sha256: str) -> bool: ...
+    def head(self, key: str) -> StoredObject: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> builtins.list[ObjectSummary]: ...
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """SHA-256 hex digest and size, read in 1 MiB chunks so any size fits in memory."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _check_key(key: str) -> str:
+    if (
+        not isinstance(key, str) or not key or len(key.encode()) > 1024 or key.startswith("/")
+        or _CONTROL.search(key) or any(part in ("", ".", "..") for part in key.split("/"))
+    ):
+        raise BadInputError(f"object key {key!r} is not a clean relative key (no leading /, //, . or ..)")
+    return key
+
+
+def make_s3_client(
+    endpoint_url: str | None,
+    region: str,
+    access_key: SecretStr | None,
+    secret_key: SecretStr | None,
+    *,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 60.0,
+    max_attempts: int = 5,
+) -> S3Client:
+    """An S3 client with bounded timeouts and botocore's standard retries.
+
+    Without keys the default credential chain applies (instance role, env, profile).
+    An endpoint_url (moto, MinIO) gets path-style addressing, which those servers expect.
+    """
+    config = Config(
+        region_name=region,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        s3={"addressing_style": "path"} if endpoint_url else None,
+    )
+    # A private session: boto3's default session is not safe to share across task threads.
+    session = boto3.session.Session(
+        aws_access_key_id=access_key.get_secret_value() if access_key else None,
+        aws_secret_access_key=secret_key.get_secret_value() if secret_key else None,
+        region_name=region,
+    )
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+class S3EvidenceStore:
+    """`EvidenceStore` over a boto3 S3 client that the caller builds (see `make_s3_client`)."""
+
+    def __init__(
+        self,
+        s3_client: S3Client,
+        bucket: str,
+        *,
+        object_lock_days: int | None = None,
+        object_lock_mode: LockMode = "GOVERNANCE",
+        checksum_algorithm: Literal["SHA256"] | None = "SHA256",
+        transfer_config: TransferConfig | None = None,
+    ) -> None:
+        if object_lock_days is not None and object_lock_days <= 0:
+            raise BadInputError("object_lock_days must be positive")
+        self._s3 = s3_client
+        self.bucket = bucket
+        self._lock_days = object_lock_days
+        self._lock_mode = object_lock_mode
+        # Some S3-compatible endpoints reject flexible checksums; the metadata hash still holds.
+        self._checksum = checksum_algorithm
+        self._transfer = transfer_config or TransferConfig(
+            multipart_threshold=8 * _MIB, multipart_chunksize=8 * _MIB, max_concurrency=4
+        )
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        """Upload `path` streaming (multipart above 8 MiB); an identical object already there is kept."""
+        _check_key(key)
+        path = Path(path)
+        if not path.is_file():
+            raise BadInputError(f"evidence file {path} does not exist or is not a file")
+        sha, size = sha256_file(path)
+        # A retried task must not upload twice: same key, same hash, same size is the same evidence.
+        existing = self._head_or_none(key)
+        if existing is not None and existing.sha256_hex == sha and existing.size == size:
+            return existing
+        extra: dict[str, Any] = {"Metadata": {"sha256": sha}}
+        if self._checksum:
+            extra["ChecksumAlgorithm"] = self._checksum
+        if self._lock_days:
+            extra["ObjectLockMode"] = self._lock_mode
+            extra["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=self._lock_days)
+        try:
+            self._s3.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+        except (BotoCoreError, BotoClientError, S3UploadFailedError) as exc:
+            raise map_boto_error(exc, f"put s3://{self.bucket}/{key}") from None
+        stored = self.head(key)
+        if stored.size != size or stored.sha256_hex != sha:
+            raise RetryableError(
+                f"evidence store: s3://{self.bucket}/{key} reads back as {stored.size} bytes / "
+                f"sha256 {stored.sha256_hex}, expected {size} / {sha}"
+            )
+        return stored
+
+    def verify(self, key: str, expected_sha256: str) -> bool:
+        """Stream the object back and hash it; True only if it matches `expected_sha256`."""
+        _check_key(key)
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", expected_sha256 or ""):
+            raise BadInputError("expected_sha256 must be 64 hex characters")
+        digest = hashlib.sha256()
+        where = f"verify s3://{self.bucket}/{key}"
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                for chunk in body.iter_chunks(_CHUNK):
+                    digest.update(chunk)
+            finally:
+                body.close()
+        except (BotoCoreError, BotoClientError) as exc:
+            raise map_boto_error(exc, where) from None
+        return hmac.compare_digest(digest.hexdigest(), expected_sha256.lower())
+
+    def head(self, key: str) -> StoredObject:
+        _check_key(key)
+        try:
+            meta = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, BotoClientError) as exc:
+            raise map_boto_error(exc, f"head s3://{self.bucket}/{key}") from None
+        return StoredObject(
+            key=key,
+            sha256_hex=meta.get("Metadata", {}).get("sha256"),
+            size=meta["ContentLength"],
+            version_id=meta.get("VersionId"),
+            lock_mode=meta.get("ObjectLockMode"),
+            retain_until=meta.get("ObjectLockRetainUntilDate"),
+        )
+
+    def exists(self, key: str) -> bool:
+        return self._head_or_none(key) is not None
+
+    def list(self, prefix: str) -> builtins.list[ObjectSummary]:
+        if not isinstance(prefix, str) or _CONTROL.search(prefix) or prefix.startswith("/"):
+            raise BadInputError(f"prefix {prefix!r} is not a clean relative prefix")
+        found: builtins.list[ObjectSummary] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                found.extend(
+                    ObjectSummary(
+                        key=item["Key"], size=item["Size"], last_modified=item["LastModified"],
+                        etag=item.get("ETag", "").strip('"'),
+                    )
+                    for item in page.get("Contents", [])
+                )
+        except (BotoCoreError, BotoClientError) as exc:
+            raise map_boto_error(exc, f"list s3://{self.bucket}/{prefix}") from None
+        return found
+
+    def _head_or_none(self, key: str) -> StoredObject | None:
+        try:
+            return self.head(key)
+        except NotFoundError:
+            return None
+
+
+def map_boto_error(exc: Exception, where: str) -> ClientError:
+    """The taxonomy error for a botocore/boto3 error. Messages hold codes, never credentials."""
+    if isinstance(exc, S3UploadFailedError):
+        # boto3 wraps the real error implicitly (no `from`), so it is on __context__.
+        inner = exc.__cause__ or exc.__context__
+        if isinstance(inner, BotoClientError | BotoCoreError):
+            exc = inner
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return AuthError(f"evidence store: {where}: no usable S3 credentials ({type(exc).__name__})")
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return RetryableError(f"evidence store: {where}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, BotoClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        text = " ".join(str(error.get("Message", "")).split())[:200]
+        message = f"evidence store: {where}: {code or 'error'} (HTTP {status}){': ' + text if text else ''}"
+        if code in _AUTH_CODES or status in (401, 403):
+            return AuthError(message)
+        if code in _NOT_FOUND_CODES or status == 404:
+            return NotFoundError(message)
+        if code in _RETRY_CODES or status >= 500 or status == 429:
+            return RetryableError(message)
+        if status == 409:
+            return ConflictError(message)
+        return PermanentError(message)
+    if isinstance(exc, BotoCoreError):
+        return PermanentError(f"evidence store: {where}: {type(exc).__name__}: {exc}")
+    return PermanentError(f"evidence store: {where}: {type(exc).__name__}")

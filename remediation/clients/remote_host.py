@@ -1,0 +1,316 @@
+"""Commands on a target host over SSH (paramiko), host keys pinned by a known_hosts file.
+
+Trust comes only from the known_hosts file the inventory names: system host keys are
+never loaded and an unknown key is never added. Commands are argument lists joined
+with `shlex.join`, so no parameter is ever interpreted by the remote shell.
+"""
+
+from __future__ import annotations
+
+import codecs
+import select
+import shlex
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn, Protocol, Self, runtime_checkable
+
+import paramiko
+from pydantic import BaseModel, ConfigDict
+
+from remediation.errors import (
+    AuthError,
+    BadInputError,
+    ClientError,
+    CommandFailedError,
+    HostKeyError,
+    PermanentError,
+    RetryableError,
+)
+
+__all__ = ["CommandResult", "ParamikoHost", "RemoteHost", "build_command"]
+
+_READ = 32 * 1024
+_TAIL = 2000
+
+
+class CommandResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+    #: True when stdout or stderr exceeded the cap and only the tail was kept.
+    truncated: bool = False
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def check(self) -> CommandResult:
+        """Return self if the command exited 0, else raise CommandFailedError (a PermanentError)."""
+        if self.exit_code != 0:
+            tail = self.stderr[-_TAIL:].strip() or self.stdout[-_TAIL:].strip() or "(no output)"
+            how = "was killed by a signal" if self.exit_code < 0 else f"exited {self.exit_code}"
+            raise CommandFailedError(f"`{self.command}` {how}: {tail}", self.exit_code)
+        return self
+
+
+@runtime_checkable
+class RemoteHost(Protocol):
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> CommandResult: ...
+
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def build_command(argv: Sequence[str], cwd: str | None = None) -> str:
+    """The exact remote command line: every argument quoted, never a caller-built string."""
+    # A bare str is a Sequence[str] too; joining its characters would run something else entirely.
+    if isinstance(argv, str | bytes) or not argv:
+        raise BadInputError("a command is a non-empty list of arguments, not a string")
+    for arg in argv:
+        if not isinstance(arg, str) or "\x00" in arg:
+            raise BadInputError(f"command argument {arg!r} is not a plain string")
+    command = shlex.join(argv)
+    if cwd is not None:
+        if not cwd or "\x00" in cwd:
+            raise BadInputError(f"cwd {cwd!r} is not a directory path")
+        command = f"cd {shlex.quote(cwd)} && {command}"
+    return command
+
+
+class _RejectUnknownHost(paramiko.RejectPolicy):
+    """RejectPolicy, with a message an on-call engineer can act on."""
+
+    def __init__(self, known_hosts: str) -> None:
+        self._known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> NoReturn:
+        raise HostKeyError(
+            f"ssh {hostname}: host key ({key.get_name()} {key.fingerprint}) is not in known_hosts file "
+            f"{self._known_hosts}; refusing to connect. Add the host's key there after checking it out of band."
+        )
+
+
+class _Capture:
+    """Keeps the tail of one stream within a byte cap and hands complete lines to a callback."""
+
+    def __init__(self, cap: int, on_line: Callable[[str], None] | None) -> None:
+        self._buf = bytearray()
+        self._cap = cap
+        self.truncated = False
+        self._on_line = on_line
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > self._cap:
+            del self._buf[: len(self._buf) - self._cap]
+            self.truncated = True
+        if self._on_line is not None:
+            self._pending += self._decoder.decode(data)
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                self._emit(line)
+
+    def finish(self) -> str:
+        if self._on_line is not None:
+            rest = self._pending + self._decoder.decode(b"", final=True)
+            if rest:
+                self._emit(rest)
+        return self._buf.decode("utf-8", errors="replace")
+
+    def _emit(self, line: str) -> None:
+        if self._on_line is None:
+            return
+        try:
+            self._on_line(line.rstrip("\r"))
+        except Exception:
+            # A broken log sink must not abandon a half-finished rebuild; keep capturing silently.
+            self._on_line = None
+
+
+class ParamikoHost:
+    """`RemoteHost` over paramiko. Connects on first use (or on `with`); `close()` disconnects."""
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        user: str,
+        key_path: str | Path,
+        known_hosts_path: str | Path,
+        *,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 600.0,
+        output_cap_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.user = user
+        self._key_path = str(key_path)
+        self._known_hosts = str(known_hosts_path)
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._cap = output_cap_bytes
+        self._client: paramiko.SSHClient | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+    def connect(self) -> None:
+        if self._client is not None and self._transport_active():
+            return
+        self.close()
+        client = paramiko.SSHClient()
+        # Only the inventory's file; load_system_host_keys() is deliberately never called.
+        try:
+            client.load_host_keys(self._known_hosts)
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostKeyError(
+                f"ssh {self.where}: cannot read known_hosts file {self._known_hosts}: {exc}"
+            ) from None
+        client.set_missing_host_key_policy(_RejectUnknownHost(self._known_hosts))
+        try:
+            client.connect(
+                self.address, port=self.port, username=self.user, key_filename=self._key_path,
+                timeout=self._connect_timeout, banner_timeout=self._connect_timeout,
+                auth_timeout=self._connect_timeout, allow_agent=False, look_for_keys=False,
+            )
+        except BaseException as exc:
+            client.close()
+            if isinstance(exc, Exception):
+                raise self._map_connect_error(exc) from None
+            raise
+        self._client = client
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        on_output: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """Run one command; a non-zero exit is returned (see `CommandResult.check`), not raised.
+
+        `on_output` gets each line of stdout and stderr as it arrives (interleaved, without the
+        newline), e.g. to log a rebuild live; stored output keeps the last `output_cap_bytes`
+        of each stream. A timeout or a dropped connection raises RetryableError.
+        """
+        command = build_command(argv, cwd)
+        limit = self._command_timeout if timeout is None else timeout
+        self.connect()
+        assert self._client is not None
+        transport = self._client.get_transport()
+        if transport is None:
+            raise RetryableError(f"ssh {self.where}: connection lost before `{command}`")
+        started = time.monotonic()
+        try:
+            channel = transport.open_session(timeout=self._connect_timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise RetryableError(f"ssh {self.where}: could not start `{command}`: {exc}") from None
+        out, err = _Capture(self._cap, on_output), _Capture(self._cap, on_output)
+        try:
+            self._pump(channel, out, err, command, started + limit, limit)
+            exit_code = channel.recv_exit_status()
+        finally:
+            channel.close()
+        if exit_code == -1 and not self._transport_active():
+            # The channel closed without an exit status because the connection went away.
+            self.close()
+            raise RetryableError(f"ssh {self.where}: connection lost while running `{command}`")
+        return CommandResult(
+            command=command, exit_code=exit_code, stdout=out.finish(), stderr=err.finish(),
+            truncated=out.truncated or err.truncated, duration_s=round(time.monotonic() - started, 3),
+        )
+
+    def _pump(
+        self, channel: paramiko.Channel, out: _Capture, err: _Capture, command: str, deadline: float,
+        limit: float,
+    ) -> None:
+        while True:
+            got = False
+            while channel.recv_ready():
+                out.feed(channel.recv(_READ))
+                got = True
+            while channel.recv_stderr_ready():
+                err.feed(channel.recv_stderr(_READ))
+                got = True
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                return
+            if time.monotonic() >= deadline:
+                # Closing the channel hangs up on the command; it may still finish on the host.
+                raise RetryableError(
+                    f"ssh {self.where}: `{command}` timed out after {limit:g}s (it may still be running)"
+                )
+            if not self._transport_active():
+                self.close()
+                raise RetryableError(f"ssh {self.where}: connection lost while running `{command}`")
+            if not got:
+                # The channel's pipe wakes us for stdout, stderr and close alike.
+                select.select([channel], [], [], min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _transport_active(self) -> bool:
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport is not None and transport.is_active()
+
+    def _map_connect_error(self, exc: Exception) -> ClientError:
+        if isinstance(exc, ClientError):
+            return exc
+        what = f"ssh {self.where}"
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return HostKeyError(
+                f"{what}: host key does not match known_hosts file {self._known_hosts} "
+                f"(server offered {exc.key.get_name()} {exc.key.fingerprint}, expected "
+                f"{exc.expected_key.fingerprint}); refusing to connect: possible man-in-the-middle "
+                "or a rebuilt host"
+            )
+        if isinstance(exc, paramiko.PasswordRequiredException):
+            return AuthError(f"{what}: private key {self._key_path} is encrypted and no passphrase is configured")
+        if isinstance(exc, paramiko.AuthenticationException):
+            return AuthError(f"{what}: authentication failed with key {self._key_path}: {exc}")
+        if isinstance(exc, FileNotFoundError):
+            return PermanentError(f"{what}: private key file {self._key_path} does not exist")
+        if isinstance(exc, socket.timeout | TimeoutError):
+            return RetryableError(f"{what}: connect timed out after {self._connect_timeout:g}s")
+        if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | OSError | EOFError):
+            return RetryableError(f"{what}: cannot connect: {exc}")
+        if isinstance(exc, paramiko.SSHException):
+            # Banner/negotiation trouble: often a restarting sshd or an overloaded host.
+            return RetryableError(f"{what}: SSH negotiation failed: {exc}")
+        return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ParamikoHost({self.where})"
