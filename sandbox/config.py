@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,10 @@ class SandboxSettings(BaseSettings):
     gateway_port: int = 18080
     admin_port: int = 18081
     wallet_port: int = 18082
+
+    #: The Prefect server's database. PostgreSQL by default (SQLite locks under concurrent flows);
+    #: `sqlite` is the zero-setup fallback, kept under a project-local PREFECT_HOME.
+    prefect_db: Literal["postgresql", "sqlite"] = "postgresql"
 
     #: psycopg conninfo of the platform database (`wallet`), password included.
     dsn: SecretStr = SecretStr("")

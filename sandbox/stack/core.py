@@ -41,10 +41,14 @@ class Stack:
         self.sshd = SshServer(self.home, s.sshd_port)
         self.s3 = MotoS3(self.home, s.s3_port, S3_REGION)
         self.host = DeployHost(self.home)
-        prefect_db = (
-            f"postgresql+asyncpg://prefect:{self.secrets['pg_prefect']}@127.0.0.1:{s.pg_port}/prefect"
-        )
-        self.prefect = PrefectServer(self.home, s.prefect_port, prefect_db)
+        if s.prefect_db == "postgresql":
+            prefect_db: str | None = (
+                f"postgresql+asyncpg://prefect:{self.secrets['pg_prefect']}@127.0.0.1:{s.pg_port}/prefect"
+            )
+            prefect_home = self.home / "prefect"
+        else:
+            prefect_db, prefect_home = None, PROJECT_DIR / ".prefect"
+        self.prefect = PrefectServer(prefect_home, s.prefect_port, prefect_db, self.home)
         self.worker = PrefectWorker(self.home, self.prefect.api_url, PROJECT_DIR)
         self.info_file = self.home / "stack.json"
 
@@ -86,7 +90,7 @@ class Stack:
         platform_dsn = self.pg.ensure_database("wallet", "wallet_app", self.secrets["pg_wallet"])
         self.pg.ensure_database("prefect", "prefect", self.secrets["pg_prefect"])
         if with_prefect:
-            log("prefect server: starting (on PostgreSQL)")
+            log(f"prefect server: starting (on {self.settings.prefect_db})")
             self.prefect.start(wait=False)
         log("platform schema: applying")
         subprocess.run(
@@ -169,7 +173,7 @@ class Stack:
             home=self.home, host=s.host, pg_port=s.pg_port,
             platform_dsn=SecretStr(dsn),
             superuser_dsn=SecretStr(self.pg.superuser_dsn("wallet")),
-            prefect_db_url=SecretStr(self.prefect.db_url),
+            prefect_db_url=SecretStr(self.prefect.db_url or f"sqlite:///{self.prefect.prefect_home}/prefect.db"),
             gateway_url=s.gateway_url, admin_url=s.admin_url, wallet_url=s.wallet_url,
             admin_tokens={k: SecretStr(v) for k, v in self.tokens.items()},
             ssh_port=s.sshd_port, ssh_user=self.sshd.user, ssh_client_key=self.sshd.client_key,

@@ -34,13 +34,14 @@ def prefect_client_env(home: Path, api_url: str) -> dict[str, str]:
 
 
 class PrefectServer:
-    def __init__(self, home: Path, port: int, db_url: str) -> None:
-        self.home = home
+    def __init__(self, prefect_home: Path, port: int, db_url: str | None, stack_home: Path) -> None:
+        self.prefect_home = prefect_home
         self.port = port
+        #: None: Prefect's own SQLite file under prefect_home.
         self.db_url = db_url
         self.api_url = f"http://127.0.0.1:{port}/api"
-        self.pid_file = home / "run" / "prefect-server.pid"
-        self.log_file = home / "logs" / "prefect-server.log"
+        self.pid_file = stack_home / "run" / "prefect-server.pid"
+        self.log_file = stack_home / "logs" / "prefect-server.log"
 
     def healthy(self) -> bool:
         try:
@@ -56,9 +57,11 @@ class PrefectServer:
             return
         env = dict(os.environ)
         env.pop("PREFECT_API_URL", None)
+        env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+        if self.db_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.db_url
         env.update({
-            "PREFECT_HOME": str(self.home / "prefect"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": self.db_url,
+            "PREFECT_HOME": str(self.prefect_home),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true",
             "PREFECT_SERVER_API_HOST": "127.0.0.1",

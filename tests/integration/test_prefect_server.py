@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import psycopg
 import pytest
@@ -38,3 +40,20 @@ def test_client_round_trip_through_the_api(stack: StackInfo) -> None:
         assert pool.type == "process"
         runs = client.read_flow_runs(limit=5)
         assert isinstance(runs, list)
+
+
+def test_sqlite_fallback_serves_from_a_local_prefect_home(tmp_path: Path) -> None:
+    from sandbox.stack.prefect_server import PrefectServer
+    from sandbox.stack.processes import port_open
+
+    port = 14299
+    assert not port_open("127.0.0.1", port)
+    server = PrefectServer(tmp_path / "prefect-home", port, None, tmp_path)
+    try:
+        server.start()
+        resp = httpx.post(f"{server.api_url}/flow_runs/filter", json={"limit": None}, timeout=10)
+        assert resp.status_code == 200
+        assert (tmp_path / "prefect-home" / "prefect.db").exists()
+    finally:
+        server.stop()
+    assert not port_open("127.0.0.1", port)

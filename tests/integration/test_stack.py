@@ -37,3 +37,37 @@ def test_generated_credentials_are_private(stack: StackInfo) -> None:
 def test_known_hosts_holds_only_the_sandbox_host_key(stack: StackInfo) -> None:
     lines = stack.ssh_known_hosts.read_text().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"[127.0.0.1]:{stack.ssh_port} ssh-ed25519 ")
+
+
+def test_bad_deploy_breaks_health_and_reset_restores_it(stack: StackInfo) -> None:
+    import httpx
+
+    st = Stack()
+    healthy = httpx.get(f"{stack.gateway_url}/health", timeout=5)
+    assert healthy.status_code == 200
+    try:
+        sha = st.bad_deploy()
+        broken = httpx.get(f"{stack.gateway_url}/health", timeout=5)
+        assert broken.status_code == 500
+        assert broken.json()["release"] == sha
+        assert "wallet_timeout_s" in broken.json()["error"]
+        # The bad commit is on origin and deployed on the host, as a real bad deploy would be.
+        assert st.host.head() == sha
+    finally:
+        st.reset_release()
+    restored = httpx.get(f"{stack.gateway_url}/health", timeout=5)
+    assert restored.status_code == 200
+    assert restored.json()["release"] == st.host.head() != sha
+
+
+def test_admin_down_fault_stops_and_restores_the_admin_service(stack: StackInfo) -> None:
+    import httpx
+
+    st = Stack()
+    try:
+        st.admin_down(True)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{stack.admin_url}/health", timeout=2)
+    finally:
+        st.admin_down(False)
+    assert httpx.get(f"{stack.admin_url}/health", timeout=5).status_code == 200
