@@ -97,15 +97,18 @@ def _report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"**Error rate**: {found['error_rate']}")
     levers = found.get("levers")
     if levers:
+        freeze = (levers["maintenance"] or {}).get("is_active", "unreadable")
+        blocked = (levers["provider_ingress"] or {}).get("blocked", "unreadable")
         lines += [
-            "", f"**Platform freeze**: {levers['maintenance']['is_active']}",
-            f"**DEPOSIT_MAINTENANCE_STATUS**: `{levers['deposit_maintenance_status']}`",
-            f"**Provider ingress blocked**: {levers['provider_ingress']['blocked']}", "",
+            "", f"**Platform freeze**: {freeze}",
+            f"**DEPOSIT_MAINTENANCE_STATUS**: `{levers['deposit_maintenance_status']}` "
+            f"(admin state read via {levers['read_via']})",
+            f"**Provider ingress blocked**: {blocked}", "",
             "| brand | deposit_enabled | withdraw_enabled |", "|---|---|---|",
         ]
-        for brand, cfg in levers["brands"].items():
-            pay = cfg.get("payment_policy", {})
+        for brand, pay in (levers["payment_policy"] or {}).items():
             lines.append(f"| {brand} | {pay.get('deposit_enabled')} | {pay.get('withdraw_enabled')} |")
+        lines += [f"- could not read {k}: {v}" for k, v in levers["unreadable"].items()]
     if failed:
         lines += ["", "**Could not read**:"] + [f"- {k}: {v}" for k, v in failed.items()]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """Approvals for risky steps: a typed resume form, bound to the exact plan shown, recorded for audit.
 
-`request_approval` pauses the flow run with `pause_flow_run(wait_for_input=...)`; the
-Prefect UI renders the form. The form's `plan_hash` and `confirm_target` are JSON
+`request_approval` pauses the flow run waiting for typed input (Prefect's
+`pause_flow_run(wait_for_input=...)` mechanism, with our own deadline); the Prefect UI
+renders the form. The form's `plan_hash` and `confirm_target` are JSON
 Schema `Literal`s, so the server itself refuses an answer for another plan or target.
 What JSON Schema cannot say (four eyes) is checked after the resume; an invalid answer
 is recorded and the flow pauses again until the step's deadline. A timeout is a "no".
@@ -14,21 +15,58 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pydantic
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.input.run_input import keyset_from_paused_state
 from prefect.runtime import flow_run
+from prefect.states import Paused, Running, State
+from prefect.utilities.engine import propose_state_sync
 from pydantic import BaseModel, Field
 
 __all__ = ["Approval", "ApprovalForm", "plan_hash", "request_approval"]
 
 #: How often a paused run checks whether it was resumed (Prefect's default is 10 s).
 POLL_S = 1
+#: The server's own pause deadline is set this much later than ours. Past the server's deadline
+#: Prefect turns any exit from Paused into "Failed: never resumed"; leaving at ours first lets a
+#: timeout end as a clean, recorded "no".
+SERVER_GRACE_S = 120
+
+
+def pause_for_input(form: type[RunInput], *, timeout_s: float, key: str) -> RunInput:
+    """Like `prefect.flow_runs.pause_flow_run(wait_for_input=...)`, but a timeout leaves the run
+    Running (and raises FlowPauseTimeout) instead of letting the server fail it."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        raise RuntimeError("approvals can only be requested inside a flow run")
+    run_id = ctx.flow_run.id
+    proposed: State[Any] = Paused(timeout_seconds=int(timeout_s) + SERVER_GRACE_S, reschedule=False, pause_key=key)
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
+    with get_client(sync_client=True) as client:
+        state = propose_state_sync(client, proposed, flow_run_id=run_id)
+        if state.is_running():  # this pause key was already answered (a retried flow)
+            return cast(RunInput, form.load(keyset))
+        if not state.is_paused():
+            raise RuntimeError(f"the run could not pause for approval: {state}")
+        form.save(keyset)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            current = client.read_flow_run(run_id).state
+            if current is not None and current.is_running():
+                return cast(RunInput, form.load(keyset))
+        back = propose_state_sync(client, Running(), flow_run_id=run_id)
+        if not back.is_running():
+            raise RuntimeError(f"could not leave the pause after the approval deadline: {back}")
+    raise FlowPauseTimeout(f"no decision within {timeout_s:.0f} s")
 
 
 def plan_hash(plan: Any) -> str:
@@ -92,7 +130,7 @@ def request_approval(
     requested_by: str | None,
     four_eyes: bool,
     timeout_s: float,
-    pause: Callable[..., Any] = pause_flow_run,
+    pause: Callable[..., Any] = pause_for_input,
 ) -> Approval:
     """Show the plan, pause for a decision, record it. Never raises for a "no"."""
     log = get_run_logger()
@@ -115,11 +153,11 @@ def request_approval(
         log.info("step %s waits for approval of plan %s (%d s left)", step, digest[:12], remaining)
         try:
             answer = pause(
-                wait_for_input=form.with_initial_data(
+                form.with_initial_data(
                     description=f"Approve **{step}** on `{target}`?\n\n{summary_markdown}",
                     plan_hash=digest,
                 ),
-                timeout=remaining, poll_interval=POLL_S, key=f"{step}-{attempt}",
+                timeout_s=remaining, key=f"{step}-{digest[:12]}-{attempt}",
             )
         except FlowPauseTimeout:
             return _record(step, target, "timeout", None, "no decision before the deadline", digest,

@@ -61,6 +61,85 @@ def cmd_target(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    from uuid import UUID
+
+    from remediation.resume import answer, pending_form, wait_for_pause
+
+    run_id = UUID(args.flow_run_id)
+    if args.show:
+        form = pending_form(wait_for_pause(run_id, timeout_s=args.wait))
+        print(form["description"])
+        print(f"plan hash: {form['plan_hash']}  target: {form['target']}")
+        return 0
+    if not args.approver or not args.reason:
+        print("error: --approver and --reason are required to answer", file=sys.stderr)
+        return 2
+    done = answer(run_id, decision="reject" if args.reject else "approve", approver=args.approver,
+                  reason=args.reason, wait_s=args.wait)
+    print(json.dumps(done))
+    return 0
+
+
+def cmd_evidence_sync(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tasks.evidence import sync_bundles
+
+    results = sync_bundles(Path(args.root) if args.root else None)
+    for result in results:
+        print(json.dumps(result))
+    if not results:
+        print("no pending evidence bundles")
+    return 1 if any("error" in r for r in results) else 0
+
+
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    """Re-hash a bundle against its manifest: a local directory, or an S3 prefix (streamed back)."""
+    from pathlib import Path
+
+    from remediation.bundle import MANIFEST, load_manifest, read_upload, verify_local, verify_s3
+    from remediation.connect import evidence_store
+    from remediation.errors import ClientError
+    from remediation.inventory import load_target
+    from tasks.evidence import fetch_manifest
+
+    problems: list[str] = []
+    try:
+        if args.bundle.startswith("s3://"):
+            bucket, _, prefix = args.bundle[len("s3://"):].partition("/")
+            target = load_target(args.target)
+            if bucket != target.evidence.bucket:
+                print(f"error: target {target.name} stores evidence in {target.evidence.bucket}, not {bucket}",
+                      file=sys.stderr)
+                return 2
+            prefix = prefix.strip("/")
+            manifest, problems = verify_s3(
+                evidence_store(target), fetch_manifest(target, f"{prefix}/{MANIFEST}"), prefix
+            )
+            where = f"s3://{bucket}/{prefix}/"
+        else:
+            directory = Path(args.bundle)
+            manifest, problems = load_manifest(directory), verify_local(directory)
+            where = str(directory)
+            upload = read_upload(directory)
+            if upload is not None:
+                target = load_target(args.target or manifest.target)
+                problems += verify_s3(
+                    evidence_store(target), fetch_manifest(target, f"{upload.prefix}/{MANIFEST}"), upload.prefix
+                )[1]
+                where += f" and s3://{upload.bucket}/{upload.prefix}/"
+    except (ClientError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    files = sum(1 for r in manifest.collectors if r.file)
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    print(f"{'FAILED' if problems else 'OK'}: {files} files of {manifest.incident_id} run {manifest.run_id} "
+          f"checked against manifest.json at {where}")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remediation.cli")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -69,6 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--param", action="append", default=[], help="key=value (value parsed as JSON if it can be)")
     run.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run to finish")
     run.set_defaults(func=cmd_run)
+    approve = sub.add_parser("approve", help="show, approve or reject a paused run's pending step")
+    approve.add_argument("flow_run_id")
+    approve.add_argument("--show", action="store_true", help="print the plan awaiting approval and exit")
+    approve.add_argument("--approver")
+    approve.add_argument("--reason")
+    approve.add_argument("--reject", action="store_true")
+    approve.add_argument("--wait", type=float, default=120, help="seconds to wait for the run to pause")
+    approve.set_defaults(func=cmd_approve)
+    evidence = sub.add_parser("evidence", help="evidence bundles: upload pending ones, re-verify one")
+    ev_sub = evidence.add_subparsers(dest="evidence_cmd", required=True)
+    sync = ev_sub.add_parser("sync", help="upload every bundle whose upload is pending (each exactly once)")
+    sync.add_argument("--root", help="evidence root (default: $RP_EVIDENCE_DIR or ./evidence)")
+    sync.set_defaults(func=cmd_evidence_sync)
+    verify = ev_sub.add_parser("verify", help="re-hash a bundle (local dir or s3://bucket/prefix) against its manifest")
+    verify.add_argument("bundle")
+    verify.add_argument("--target", default=None, help="target whose S3 settings to use (default: the manifest's)")
+    verify.set_defaults(func=cmd_evidence_verify)
     target = sub.add_parser("target", help="validate a target inventory and print it (secrets as references)")
     target.add_argument("name")
     target.set_defaults(func=cmd_target)

@@ -12,9 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 from remediation.errors import InventoryError
+from remediation.evidence_profile import PROFILE_NAME, EvidenceProfile
 from remediation.secrets import SecretRef
 
 __all__ = [
@@ -91,6 +92,8 @@ class HostConfig(_Strict):
     #: Services whose logs the evidence capture reads (`docker logs --tail 500 <svc>` or journalctl units).
     services: list[str] = []
     log_command: Literal["docker", "journalctl", "file"] = "docker"
+    #: For log_command = "file": the directory holding `<service>.log`.
+    log_dir: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_./-]*$")
     connect_timeout_s: Seconds = 10.0
     command_timeout_s: Seconds = 600.0
 
@@ -107,6 +110,16 @@ class GitConfig(_Strict):
     branch: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]+$")
     #: The host (a key of `hosts`) that deploys from this repository.
     deploy_host: str
+
+
+def _profiles(v: dict[str, EvidenceProfile]) -> dict[str, EvidenceProfile]:
+    bad = [name for name in v if not re.fullmatch(PROFILE_NAME, name)]
+    if bad:
+        raise ValueError(f"evidence profile names must match {PROFILE_NAME}: {bad}")
+    # Alerts and the UI form start `default` unless told otherwise: it must exist.
+    if "default" not in v:
+        raise ValueError("evidence_profiles must include a 'default' profile")
+    return v
 
 
 class PrometheusConfig(_Strict):
@@ -139,7 +152,13 @@ class Target(_Strict):
     git: GitConfig
     prometheus: PrometheusConfig | None = None
     brands: list[str] = Field(min_length=1)
+    #: One synthetic test player per brand: verification probes move money only on these.
+    synthetic_players: dict[str, str] = {}
     policy: Policy = Policy()
+    #: What capture-evidence collects, by profile name; `default` always exists.
+    evidence_profiles: Annotated[dict[str, EvidenceProfile], AfterValidator(_profiles)] = Field(
+        default_factory=lambda: {"default": EvidenceProfile()}
+    )
 
     @field_validator("brands")
     @classmethod
@@ -150,6 +169,9 @@ class Target(_Strict):
         return v
 
     def model_post_init(self, _: object) -> None:
+        unknown = sorted(set(self.synthetic_players) - set(self.brands))
+        if unknown:
+            raise ValueError(f"synthetic_players names brands not in brands: {unknown}")
         if self.git.deploy_host not in self.hosts:
             raise ValueError(f"git.deploy_host {self.git.deploy_host!r} is not one of hosts {sorted(self.hosts)}")
 

@@ -35,6 +35,7 @@ class SandboxSettings(BaseSettings):
     gateway_port: int = 18080
     admin_port: int = 18081
     wallet_port: int = 18082
+    alert_receiver_port: int = 18090
 
     #: The Prefect server's database. PostgreSQL by default (SQLite locks under concurrent flows);
     #: `sqlite` is the zero-setup fallback, kept under a project-local PREFECT_HOME.

@@ -1,38 +1,133 @@
-"""Tasks against the admin service (seed 000 step 3 levers). Read-only ones here so far."""
+"""Tasks on the platform's control surfaces: admin API levers (seed 000 step 3) and the gateway's ingress.
+
+The deposit halt has the seed's SQL fallback for when the admin service is down:
+`UPDATE global_var SET value='1', updated_at=NOW() WHERE code='DEPOSIT_MAINTENANCE_STATUS'`.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
 
 from remediation import connect
+from remediation.errors import ConflictError, RetryableError
 from remediation.inventory import Target
-from remediation.policy import READ_ONLY
+from remediation.levers import AppliedChange, LeverChange, LeverState, current_value
+from remediation.policy import READ_ONLY, SIDE_EFFECT
 
-__all__ = ["DEPOSIT_MAINTENANCE_STATUS", "get_lever_state"]
+__all__ = ["DEPOSIT_MAINTENANCE_STATUS", "apply_lever_change", "get_lever_state", "read_lever_state"]
 
 DEPOSIT_MAINTENANCE_STATUS = "DEPOSIT_MAINTENANCE_STATUS"
 
 
+def _sql_state(target: Target) -> tuple[dict[str, Any] | None, str | None, dict[str, dict[str, Any]]]:
+    """The admin service's state read straight from the platform database (its backing store)."""
+    db = connect.database(target)
+    m = db.fetch_one("SELECT is_active, message FROM maintenance ORDER BY id LIMIT 1")
+    var = db.fetch_one("SELECT value FROM global_var WHERE code = %s", (DEPOSIT_MAINTENANCE_STATUS,))
+    rows = db.fetch_all(
+        "SELECT brand_id, value FROM brand_config WHERE key = 'payment_policy' AND brand_id = ANY(%s)",
+        (list(target.brands),),
+    )
+    maintenance = None if m is None else {"is_active": bool(m["is_active"]), "message": str(m["message"] or "")}
+    return maintenance, None if var is None else str(var["value"]), {r["brand_id"]: dict(r["value"]) for r in rows}
+
+
+def read_lever_state(target: Target) -> LeverState:
+    """Every lever's current value; a part that cannot be read is None with the reason."""
+    unreadable: dict[str, str] = {}
+    maintenance = payment = ingress = deposit = None
+    deposit_path = "admin-api"
+    try:
+        with connect.admin_api(target) as admin:
+            maintenance = admin.get_maintenance().model_dump(mode="json", include={"is_active", "message"})
+            deposit = admin.get_global_var(DEPOSIT_MAINTENANCE_STATUS).value
+            payment = {b: admin.get_brand_config(b, "payment_policy").value for b in target.brands}
+    except RetryableError as exc:
+        # The seed's fallback: the platform database holds the same state the admin API serves.
+        try:
+            maintenance, deposit, payment = _sql_state(target)
+            deposit_path = "sql-fallback"
+        except RetryableError as db_exc:
+            unreadable["maintenance"] = unreadable["payment_policy"] = f"admin API: {exc}; SQL: {db_exc}"
+            unreadable["deposit_maintenance_status"] = unreadable["maintenance"]
+    try:
+        with connect.gateway(target) as gw:
+            ingress = gw.get_provider_ingress().model_dump(mode="json", include={"blocked", "reason"})
+    except RetryableError as exc:
+        unreadable["provider_ingress"] = f"gateway: {exc}"
+    return LeverState(
+        maintenance=maintenance, deposit_maintenance_status=deposit, read_via=deposit_path,
+        payment_policy=payment, provider_ingress=ingress, unreadable=unreadable,
+    )
+
+
 @task(name="get-lever-state", **READ_ONLY)
-def get_lever_state(target: Target) -> dict[str, Any]:
+def get_lever_state(target: Target) -> LeverState:
     """Where each containment lever stands now: freeze, deposit halt, brand flags, provider ingress."""
+    return read_lever_state(target)
+
+
+def _apply_via_admin(target: Target, change: LeverChange) -> None:
     with connect.admin_api(target) as admin:
-        maintenance = admin.get_maintenance()
-        deposit_halt = admin.get_global_var(DEPOSIT_MAINTENANCE_STATUS)
-        brands = {
-            brand: {
-                key: admin.get_brand_config(brand, key).value
-                for key in ("payment_policy", "feature_policy")
-            }
-            for brand in target.brands
-        }
-    with connect.gateway(target) as gw:
-        ingress = gw.get_provider_ingress()
-    return {
-        "maintenance": maintenance.model_dump(mode="json"),
-        "deposit_maintenance_status": deposit_halt.value,
-        "brands": brands,
-        "provider_ingress": ingress.model_dump(mode="json"),
-    }
+        if change.lever == "platform-freeze":
+            admin.set_maintenance(bool(change.after["is_active"]), change.extra.get("message", ""))
+        elif change.lever == "deposit-halt":
+            admin.set_global_var(DEPOSIT_MAINTENANCE_STATUS, str(change.after["value"]))
+        elif change.lever == "brand-disable":
+            brand = change.resource.removeprefix("brand-").removesuffix("-payment-policy")
+            admin.patch_brand_config(brand, "payment_policy", change.after)
+
+
+def _apply_deposit_halt_via_sql(target: Target, value: str) -> None:
+    rows = connect.database(target).execute(
+        "UPDATE global_var SET value = %s, updated_at = NOW() WHERE code = %s",
+        (value, DEPOSIT_MAINTENANCE_STATUS),
+    )
+    if rows != 1:
+        raise ConflictError(f"SQL fallback updated {rows} rows of global_var, expected 1")
+
+
+@task(name="apply-lever-change", **SIDE_EFFECT)
+def apply_lever_change(target: Target, change: LeverChange, plan_hash: str) -> AppliedChange:
+    """Move one lever from `before` to `after`, checking the current value first.
+
+    Already at `after` → nothing is sent (a retry or re-run never toggles twice).
+    Neither `before` nor `after` → someone moved it since the plan was approved:
+    refuse, because the approval was for a different starting point.
+    """
+    log = get_run_logger()
+    now = read_lever_state(target)
+    current = current_value(change, now)
+    run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+
+    def done(outcome: str, path: str, note: str = "") -> AppliedChange:
+        log.info("%s %s via %s %s", change.resource, outcome, path, note)
+        return AppliedChange(
+            change=change, outcome=outcome, path=path, note=note,
+            at=datetime.now(UTC), flow_run_id=run_id, approval_plan_hash=plan_hash,
+        )
+
+    if current == change.after:
+        return done("already-reverted" if change.undo else "already-in-place", "none", "state already as planned")
+    if current != change.before:
+        raise ConflictError(
+            f"{change.resource} is {current}, neither the planned before {change.before} nor after "
+            f"{change.after}: someone changed it since the plan was approved; re-plan"
+        )
+    outcome = "reverted" if change.undo else "applied"
+    if change.lever == "provider-ingress-block":
+        with connect.gateway(target) as gw:
+            gw.set_provider_ingress(bool(change.after["blocked"]), change.extra.get("reason", ""))
+        return done(outcome, "gateway")
+    try:
+        _apply_via_admin(target, change)
+        return done(outcome, "admin-api")
+    except RetryableError as exc:
+        if change.lever != "deposit-halt":
+            raise
+        _apply_deposit_halt_via_sql(target, str(change.after["value"]))
+        return done(outcome, "sql-fallback", f"admin API failed: {exc}")

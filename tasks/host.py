@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 
 from prefect import task
 from pydantic import BaseModel
 
 from remediation import connect
+from remediation.bundle import CollectorRecord, EvidenceFile
+from remediation.clients.remote_host import ParamikoHost
+from remediation.evidence_profile import EvidenceProfile
 from remediation.inventory import Target
 from remediation.policy import READ_ONLY
+from tasks.evidence import CollectorSpec, collect
 
-__all__ = ["DeployRecord", "DeployedRevision", "get_deployed_revision"]
+__all__ = [
+    "DeployRecord", "DeployedRevision", "capture_host_command", "capture_host_git", "get_deployed_revision",
+]
 
 _SEP = "\x1f"
 
@@ -70,3 +77,74 @@ def get_deployed_revision(target: Target, limit: int = 10) -> DeployedRevision:
         subject=subject,
         recent_deploys=_parse_reflog(reflog.stdout),
     )
+
+
+# --- evidence capture (capture-evidence): output streamed through redaction to the bundle ---------
+
+#: Keep little of each stream in memory: evidence goes to disk line by line, not via CommandResult.
+_EVIDENCE_OUTPUT_CAP = 64 * 1024
+
+
+def _evidence_host(target: Target, name: str) -> ParamikoHost:
+    host = target.hosts[name]
+    return ParamikoHost(
+        host.address, host.port, host.user,
+        key_path=host.key.resolve().get_secret_value(), known_hosts_path=str(host.known_hosts),
+        connect_timeout=host.connect_timeout_s, command_timeout=host.command_timeout_s,
+        output_cap_bytes=_EVIDENCE_OUTPUT_CAP,
+    )
+
+
+def _stream(host: ParamikoHost, argv: list[str], out: EvidenceFile, timeout: float) -> int:
+    """Run argv, writing stdout and stderr (interleaved, as a terminal would show them) to `out`."""
+    sink_failed: list[BaseException] = []
+
+    def line(text: str) -> None:
+        try:
+            out.write(text + "\n")
+        except BaseException as exc:
+            # The client swallows callback errors to keep its command alive; remember ours.
+            sink_failed.append(exc)
+            raise
+
+    result = host.run(argv, timeout=timeout, on_output=line)
+    if sink_failed:
+        raise sink_failed[0]
+    return result.exit_code
+
+
+@task(name="capture-host-git", **READ_ONLY)
+def capture_host_git(target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str) -> CollectorRecord:
+    """`git log -1` and the checkout's reflog (recent deploys), raw, as the on-call would see them."""
+    assert spec.host is not None
+    checkout = target.hosts[spec.host].checkout_dir
+    commands = [
+        ["git", "-C", checkout, "log", "-1", "--format=fuller"],
+        ["git", "-C", checkout, "reflog", "show", "-n", str(spec.params["limit"]), "--date=iso-strict"],
+    ]
+
+    def body(out: EvidenceFile) -> int:
+        status = 0
+        with _evidence_host(target, spec.host) as host:  # type: ignore[arg-type]
+            for argv in commands:
+                out.write(f"$ {shlex.join(argv)}\n")
+                code = _stream(host, argv, out, spec.timeout_s)
+                out.write(f"[exit {code}]\n\n")
+                status = status or code
+        return status
+
+    return collect(spec, out_dir, target, profile, body)
+
+
+@task(name="capture-host-command", **READ_ONLY)
+def capture_host_command(
+    target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str
+) -> CollectorRecord:
+    """A read-only command over SSH (service logs, `df -P`, the profile's extra commands), streamed to disk."""
+    assert spec.host is not None and spec.argv
+
+    def body(out: EvidenceFile) -> int:
+        with _evidence_host(target, spec.host) as host:  # type: ignore[arg-type]
+            return _stream(host, spec.argv, out, spec.timeout_s)
+
+    return collect(spec, out_dir, target, profile, body)

@@ -16,7 +16,7 @@ from sandbox.config import ROLES, SandboxSettings
 from sandbox.stack.host import DeployHost
 from sandbox.stack.info import StackInfo
 from sandbox.stack.postgres import PostgresCluster
-from sandbox.stack.prefect_server import PrefectServer, PrefectWorker
+from sandbox.stack.prefect_server import AlertReceiver, PrefectServer, PrefectWorker
 from sandbox.stack.processes import is_running, port_open, stop
 from sandbox.stack.s3 import MotoS3
 from sandbox.stack.services import SERVICES, ServiceRunner
@@ -50,6 +50,7 @@ class Stack:
             prefect_db, prefect_home = None, PROJECT_DIR / ".prefect"
         self.prefect = PrefectServer(prefect_home, s.prefect_port, prefect_db, self.home)
         self.worker = PrefectWorker(self.home, self.prefect.api_url, PROJECT_DIR)
+        self.receiver = AlertReceiver(self.home, self.prefect.api_url, PROJECT_DIR, s.alert_receiver_port)
         self.info_file = self.home / "stack.json"
 
     # --- generated credentials -------------------------------------------------------------
@@ -59,7 +60,14 @@ class Stack:
             # A fixed path under /tmp: never trust one that another user created first.
             raise RuntimeError(f"{self.home} belongs to another user; remove it or set SANDBOX_HOME")
         if path.exists():
-            return dict(json.loads(path.read_text()))
+            known = dict(json.loads(path.read_text()))
+            # Credentials added by later versions of the stack, for a state dir made before them.
+            added = {k: v for k, v in _later_secrets().items() if k not in known}
+            if added:
+                known.update(added)
+                path.write_text(json.dumps(known, indent=2))
+                path.chmod(0o600)
+            return known
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o755)
         made = {
@@ -69,6 +77,7 @@ class Stack:
             "s3_access_key": "RPSANDBOX" + secrets.token_hex(6).upper(),
             "s3_secret_key": secrets.token_urlsafe(30),
             **{f"token_{role}": secrets.token_urlsafe(24) for role in ROLES},
+            **_later_secrets(),
         }
         path.write_text(json.dumps(made, indent=2))
         path.chmod(0o600)
@@ -117,6 +126,8 @@ class Stack:
                 self.ensure_work_pool()
                 self.worker.start(info.env())
                 log("prefect worker: started on pool 'remediation'")
+                self.receiver.start({**info.env(), **self.receiver_env()})
+                log(f"alert receiver: http://127.0.0.1:{self.settings.alert_receiver_port}")
         return info
 
     def ensure_work_pool(self) -> None:
@@ -131,8 +142,14 @@ class Stack:
                 env=env, check=True, capture_output=True,
             )
 
+    def receiver_env(self) -> dict[str, str]:
+        return {"RP_ALERT_TOKEN": self.secrets["alert_token"],
+                "RP_SENTRY_CLIENT_SECRET": self.secrets["sentry_client_secret"]}
+
     def down(self, log: Log = print) -> None:
         run = self.home / "run"
+        if self.receiver.stop():
+            log("alert receiver: stopped")
         if self.worker.stop():
             log("prefect worker: stopped")
         for name in reversed(SERVICES):
@@ -150,7 +167,8 @@ class Stack:
             log("postgresql: stopped")
         left = [name for name, up in self.status().items() if up]
         s = self.settings
-        ports = (s.pg_port, s.sshd_port, s.s3_port, s.prefect_port, s.gateway_port, s.admin_port, s.wallet_port)
+        ports = (s.pg_port, s.sshd_port, s.s3_port, s.prefect_port, s.gateway_port, s.admin_port, s.wallet_port,
+                 s.alert_receiver_port)
         left += [f"port {p}" for p in ports if port_open(s.host, p)]
         if left:
             raise RuntimeError(f"still running after down: {', '.join(left)}")
@@ -164,6 +182,7 @@ class Stack:
             **{f"sandbox-{n}": is_running(run / f"{n}.pid") for n in SERVICES},
             "prefect-server": self.prefect.running(),
             "prefect-worker": self.worker.running(),
+            "alert-receiver": self.receiver.running(),
         }
 
     def info(self, platform_dsn: str | None = None) -> StackInfo:
@@ -210,6 +229,10 @@ class Stack:
         """Back to the seeded history on origin and host, and the gateway restarted from it."""
         self.host.create(force=True)
         self.restart_gateway()
+
+
+def _later_secrets() -> dict[str, str]:
+    return {"alert_token": secrets.token_urlsafe(24), "sentry_client_secret": secrets.token_urlsafe(24)}
 
 
 def _os_environ() -> dict[str, str]:

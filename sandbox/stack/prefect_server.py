@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from sandbox.stack.processes import is_running, start_detached, stop, wait_until
+from sandbox.stack.processes import is_running, port_open, start_detached, stop, wait_until
 
-__all__ = ["WORK_POOL", "PrefectServer", "PrefectWorker", "prefect_client_env"]
+__all__ = ["WORK_POOL", "AlertReceiver", "PrefectServer", "PrefectWorker", "prefect_client_env"]
 
 WORK_POOL = "remediation"
 
@@ -107,6 +107,30 @@ class PrefectWorker:
              "--name", "rp-local-worker", "--limit", "8"],
             pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir,
         )
+
+    def stop(self) -> bool:
+        return stop(self.pid_file, grace_s=15)
+
+
+class AlertReceiver:
+    """`python -m remediation.alerts serve` against the stack's Prefect server."""
+
+    def __init__(self, home: Path, api_url: str, project_dir: Path, port: int) -> None:
+        self.home, self.api_url, self.project_dir, self.port = home, api_url, project_dir, port
+        self.pid_file = home / "run" / "alert-receiver.pid"
+        self.log_file = home / "logs" / "alert-receiver.log"
+
+    def running(self) -> bool:
+        return is_running(self.pid_file)
+
+    def start(self, extra_env: Mapping[str, str]) -> None:
+        if self.running():
+            return
+        env = {**os.environ, **prefect_client_env(self.home, self.api_url), **extra_env}
+        start_detached([sys.executable, "-m", "remediation.alerts", "serve", "--port", str(self.port)],
+                       pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir)
+        wait_until(lambda: port_open("127.0.0.1", self.port), timeout_s=60, what="alert receiver",
+                   log_file=self.log_file)
 
     def stop(self) -> bool:
         return stop(self.pid_file, grace_s=15)

@@ -33,7 +33,7 @@ def test_deployment_run_reads_the_sandbox(
     assert found["health"]["health"]["http_status"] == 200
     assert found["levers"]["maintenance"]["is_active"] is False
     assert found["levers"]["deposit_maintenance_status"] == "0"
-    assert set(found["levers"]["brands"]) == {"alpha", "beta", "gamma"}
+    assert set(found["levers"]["payment_policy"]) == {"alpha", "beta", "gamma"}
     assert found["error_rate"]["configured"] is False
 
     with get_client(sync_client=True) as client:
@@ -60,7 +60,7 @@ def test_bad_parameters_are_refused_before_a_run_exists(stack: StackInfo, deploy
         assert "Validation failed" in err.value.response.text
 
 
-def test_a_failing_source_does_not_lose_the_others(stack: StackInfo, reset_platform: StackInfo) -> None:
+def test_admin_down_loses_only_what_it_serves(stack: StackInfo, reset_platform: StackInfo) -> None:
     from flows.snapshot_context import snapshot_context
     from sandbox.stack.core import Stack
 
@@ -72,7 +72,10 @@ def test_a_failing_source_does_not_lose_the_others(stack: StackInfo, reset_platf
         st.admin_down(False)
     assert state.is_completed()
     report = state.result()
-    assert "levers" in report["failed"] and "RetryableError" in report["failed"]["levers"]
+    levers = report["found"]["levers"]
+    # The admin API is down: its state is read from the platform database instead, and says so.
+    assert levers["read_via"] == "sql-fallback" and levers["unreadable"] == {}
+    assert levers["maintenance"]["is_active"] is False and levers["deposit_maintenance_status"] == "0"
     assert report["found"]["health"]["health"]["http_status"] == 200
     assert report["found"]["deployed_revision"]["sha"]
 
@@ -86,3 +89,17 @@ def test_dry_run_reads_nothing(stack: StackInfo, monkeypatch: pytest.MonkeyPatch
     report = snapshot_context("INC-2003", dry_run=True)
     assert report["dry_run"] is True
     assert set(report["would_read"]) == {"deployed_revision", "health", "error_rate", "levers"}
+
+
+def test_a_failing_source_does_not_lose_the_others(stack: StackInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.snapshot_context import snapshot_context
+
+    # Without the admin token, the sources that need it fail; the SSH and Prometheus ones do not.
+    monkeypatch.delenv("RP_SANDBOX_ADMIN_TOKEN")
+    state = snapshot_context("INC-2004", initiated_by="pytest", return_state=True)
+    assert state.is_completed()
+    report = state.result()
+    assert set(report["failed"]) == {"levers", "health"}
+    assert "RP_SANDBOX_ADMIN_TOKEN is not set" in report["failed"]["levers"]
+    assert report["found"]["deployed_revision"]["sha"]
+    assert "error_rate" in report["found"]

@@ -1,0 +1,141 @@
+"""capture-evidence figures against the running sandbox stack. Prints numbers; not a test.
+
+    eval "$(uv run python -m sandbox.stack env)"
+    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256]
+
+1. The flow (in-process, concurrent collectors, upload + verify) vs the same collectors
+   called one after another as plain Python (no Prefect), same run, same machine.
+2. A large synthetic log collected over SSH (whole file), redacted, written and uploaded
+   by a fresh interpreter: peak RSS (VmHWM) and throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def sequential_once(root: Path) -> float:
+    """The same collectors and upload, one after another, no Prefect engine: the 'shell script'."""
+    from uuid import uuid4
+
+    from flows.capture_evidence import TASKS
+    from remediation import connect
+    from remediation.bundle import Manifest, now, s3_prefix, upload_bundle, write_manifest
+    from remediation.inventory import load_target
+    from tasks.evidence import plan_collectors
+
+    t0 = time.perf_counter()
+    inv = load_target("sandbox")
+    prof = inv.evidence_profiles["default"]
+    run_id = str(uuid4())
+    directory = root / "INC-BENCH-SEQ" / run_id
+    directory.mkdir(parents=True)
+    records = []
+    for spec in plan_collectors(inv, prof):
+        if spec.configured:
+            records.append(TASKS[spec.kind].fn(inv, prof, spec, str(directory)))
+    created = now()
+    write_manifest(directory, Manifest(
+        incident_id="INC-BENCH-SEQ", target=inv.name, environment=inv.environment, profile="default",
+        run_id=run_id, flow_run_id=None, initiated_by="bench", created_at=created, s3_bucket=inv.evidence.bucket,
+        s3_prefix=s3_prefix(inv.evidence.prefix, created, "INC-BENCH-SEQ", run_id), collectors=records))
+    upload_bundle(directory, connect.evidence_store(inv))
+    return time.perf_counter() - t0
+
+
+def flow_once() -> float:
+    from flows.capture_evidence import capture_evidence
+
+    t0 = time.perf_counter()
+    state = capture_evidence("INC-BENCH", initiated_by="bench", return_state=True)
+    elapsed = time.perf_counter() - t0
+    if not state.is_completed():
+        raise SystemExit(f"flow run did not complete: {state.message}")
+    return elapsed
+
+
+LARGE = r"""
+import json, sys, time
+from pathlib import Path
+from remediation import connect
+from remediation.inventory import load_target
+from tasks.evidence import plan_collectors
+from tasks.host import capture_host_command
+
+def rss(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+log_dir, out_dir = sys.argv[1], sys.argv[2]
+real = load_target("sandbox")
+host = real.hosts["deploy"].model_copy(update={"log_dir": log_dir, "services": ["big"]})
+target = real.model_copy(update={"hosts": {"deploy": host}})
+prof = real.evidence_profiles["full-logs"]
+spec = next(s for s in plan_collectors(target, prof) if s.name == "logs-big")
+base = rss("VmRSS:")
+t0 = time.monotonic()
+record = capture_host_command.fn(target, prof, spec, out_dir)
+t1 = time.monotonic()
+connect.evidence_store(target).put_file(f"bench/large/{record.sha256}.log", Path(out_dir) / record.file)
+t2 = time.monotonic()
+print(json.dumps({"base": base, "peak": rss("VmHWM:"), "bytes": record.bytes, "collect_s": t1 - t0,
+                  "upload_s": t2 - t1}))
+"""
+
+
+def large_log(mib: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        logs, out = Path(tmp) / "logs", Path(tmp) / "out"
+        logs.mkdir()
+        out.mkdir()
+        line = "2026-11-23 10:00:00,000 INFO POST /api/v1/wallet/deposit 200 player=p-00042 amount=500 ms=3.2\n"
+        block = line * 10_000 + "2026-11-23 10:00:01,000 ERROR auth failed password=planted\n"
+        with (logs / "big.log").open("w") as fh:
+            written = 0
+            while written < mib * 2**20:
+                fh.write(block)
+                written += len(block)
+        proc = subprocess.run([sys.executable, "-c", LARGE, str(logs), str(out)], cwd=ROOT,
+                              capture_output=True, text=True, check=True)
+        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    mib = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["RP_EVIDENCE_DIR"] = tmp
+        flow_once()  # warm-up: imports, first connection, Prefect client
+        flows = [flow_once() for _ in range(runs)]
+        seq = [sequential_once(Path(tmp)) for _ in range(runs)]
+    print(f"capture-evidence, default sandbox profile, {runs} runs each")
+    print(f"  flow (concurrent, in-process): median {statistics.median(flows):.2f} s  p95 {_pct(flows, 0.95):.2f} s")
+    print(f"  sequential plain python:       median {statistics.median(seq):.2f} s  p95 {_pct(seq, 0.95):.2f} s")
+    print(f"  ratio flow/sequential (median): {statistics.median(flows) / statistics.median(seq):.2f}")
+    big = large_log(mib)
+    total = big["collect_s"] + big["upload_s"]
+    print(f"large log, {mib} MiB collected over SSH + redacted + uploaded")
+    print(f"  peak RSS {big['peak'] / 2**20:.0f} MB (after imports {big['base'] / 2**20:.0f} MB, "
+          f"growth {(big['peak'] - big['base']) / 2**20:.0f} MB)")
+    print(f"  collect {big['collect_s']:.1f} s ({big['bytes'] / 2**20 / big['collect_s']:.1f} MiB/s), "
+          f"upload {big['upload_s']:.1f} s, total {big['bytes'] / 2**20 / total:.1f} MiB/s")
+
+
+if __name__ == "__main__":
+    main()

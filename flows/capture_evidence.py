@@ -1,0 +1,209 @@
+"""capture-evidence: preserve the incident's evidence before anyone touches anything (seeds 000, 001, 003).
+
+Orchestration only: plan the profile's collectors, run them concurrently, write the
+manifest, upload and verify, report. The final state is the on-call's and the
+auditor's one-line answer:
+
+* **Completed** — every configured collector captured, bundle uploaded and re-verified;
+* **Failed** — the bundle is *incomplete or not yet in S3*: the message says how many
+  collectors failed (and which), or that the upload is pending. The bundle is still
+  written, and uploaded when S3 is reachable, so a failure never loses what was captured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import uuid4
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+from pydantic import Field
+
+from remediation.alert_context import AlertContext
+from remediation.bundle import (
+    CollectorRecord,
+    Manifest,
+    bundle_dir,
+    evidence_root,
+    now,
+    s3_prefix,
+    write_manifest,
+)
+from remediation.clients.evidence_store import sha256_file
+from remediation.errors import BadInputError
+from remediation.evidence_profile import PROFILE_NAME
+from remediation.gather import failure_reason, settle_all
+from remediation.inventory import load_target
+from remediation.params import IncidentId, Initiator, TargetName
+from remediation.redact import Redactor, for_target
+from remediation.run_context import tag_current_run
+from remediation.runbook import runbook_text
+from tasks.database import capture_pg_query, capture_redis
+from tasks.evidence import (
+    GRACE_S,
+    CollectorSpec,
+    capture_error_rate,
+    capture_health,
+    capture_rabbitmq_queues,
+    plan_collectors,
+    upload_evidence_bundle,
+)
+from tasks.host import capture_host_command, capture_host_git
+
+RUNBOOK = "capture-evidence"
+ProfileName = Annotated[
+    str, Field(pattern=PROFILE_NAME, description="Evidence profile in the target's inventory", examples=["default"])
+]
+TASKS: dict[str, Any] = {
+    "health": capture_health, "error-rate": capture_error_rate, "git": capture_host_git,
+    "service-log": capture_host_command, "command": capture_host_command, "postgres": capture_pg_query,
+    "redis-info": capture_redis, "redis-bigkeys": capture_redis, "rabbitmq": capture_rabbitmq_queues,
+}
+
+
+@flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+def capture_evidence(
+    incident_id: IncidentId,
+    target: TargetName = "sandbox",
+    profile: ProfileName = "default",
+    initiated_by: Initiator = "unknown",
+    alert: AlertContext | None = None,
+    dry_run: bool = False,
+) -> State[Any]:
+    """Capture, redact, hash, upload and verify the target's evidence for one incident."""
+    log = get_run_logger()
+    inv = load_target(target)
+    if profile not in inv.evidence_profiles:
+        raise BadInputError(f"target {inv.name} has no evidence profile {profile!r} "
+                            f"(it has: {', '.join(sorted(inv.evidence_profiles))})")
+    prof = inv.evidence_profiles[profile]
+    specs = plan_collectors(inv, prof)
+    tag_current_run(incident_id, RUNBOOK, inv.name)
+    if dry_run:
+        plan = [{"collector": s.name, "configured": s.configured, "would_run": s.what, "timeout_s": s.timeout_s}
+                for s in specs]
+        log.info("dry run: %d collectors planned, nothing read or written", len(plan))
+        create_markdown_artifact(key=_key(incident_id), markdown=_plan_markdown(incident_id, inv.name, profile, plan),
+                                 description=f"capture-evidence dry run for {incident_id}")
+        return Completed(message=f"dry run: {len(plan)} collectors planned",
+                         data={"dry_run": True, "incident_id": incident_id, "target": inv.name, "plan": plan})
+
+    redactor = for_target(inv, prof)
+    run_id = str(flow_run.get_id() or uuid4())
+    created = now()
+    directory = bundle_dir(evidence_root(), incident_id, run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    runnable = [s for s in specs if s.configured]
+    futures = {
+        s.name: TASKS[s.kind].with_options(timeout_seconds=s.timeout_s + GRACE_S, task_run_name=f"capture-{s.name}")
+        .submit(inv, prof, s, str(directory))
+        for s in runnable
+    }
+    found, _ = settle_all(futures)  # failures are read back per collector, with their records
+    records = [_record(s, found, futures, directory, redactor) for s in specs]
+    for record in records:
+        if record.status == "failed":
+            log.warning("collector %s failed: %s", record.collector, record.error)
+
+    manifest = Manifest(
+        incident_id=incident_id, target=inv.name, environment=inv.environment, profile=profile, run_id=run_id,
+        flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, flow_run_name=flow_run.get_name(),
+        initiated_by=initiated_by, alert_fingerprint=alert.fingerprint if alert else None,
+        alert=_redacted_alert(alert, redactor), created_at=created, s3_bucket=inv.evidence.bucket,
+        s3_prefix=s3_prefix(inv.evidence.prefix, created, incident_id, run_id), collectors=records,
+    )
+    manifest_sha = write_manifest(directory, manifest)
+    upload = upload_evidence_bundle(inv, str(directory), return_state=True)
+    uploaded = upload.is_completed()
+    upload_error = None if uploaded else redactor.text(failure_reason(upload))
+    counts = manifest.counts()
+    where = f"s3://{manifest.s3_bucket}/{manifest.s3_prefix}/"
+    report = {
+        "dry_run": False, "incident_id": incident_id, "target": inv.name, "profile": profile,
+        "bundle": str(directory), "s3": where, "uploaded": uploaded, "upload_error": upload_error,
+        "manifest_sha256": manifest_sha, "counts": counts,
+        "collectors": [r.model_dump(mode="json") for r in records],
+    }
+    message = _message(records, counts, uploaded, where, str(directory))
+    create_markdown_artifact(key=_key(incident_id), markdown=redactor.text(_report_markdown(manifest, report)),
+                             description=f"evidence bundle for {incident_id} on {inv.name}")
+    log.info("%s", message)
+    if counts["failed"] or not uploaded:
+        return Failed(message=message, data=report)
+    return Completed(message=message, data=report)
+
+
+def _record(
+    spec: CollectorSpec, found: dict[str, Any], futures: dict[str, Any], directory: Path, redactor: Redactor
+) -> CollectorRecord:
+    if not spec.configured:
+        return CollectorRecord(collector=spec.name, kind=spec.kind, what=spec.what, status="not_configured")
+    if spec.name in found:
+        return CollectorRecord.model_validate(found[spec.name])
+    exc = futures[spec.name].state.result(raise_on_failure=False)
+    if getattr(exc, "record", None):
+        return CollectorRecord.model_validate(exc.record)
+    # A timeout or crash before the collector could report: keep whatever it wrote, hashed.
+    path = directory / spec.file if spec.file else None
+    sha, size = sha256_file(path) if path is not None and path.is_file() else (None, 0)
+    return CollectorRecord(
+        collector=spec.name, kind=spec.kind, file=spec.file if sha else None, what=redactor.text(spec.what),
+        status="failed", bytes=size, sha256=sha, error=redactor.text(failure_reason(futures[spec.name].state)),
+    )
+
+
+def _redacted_alert(alert: AlertContext | None, redactor: Redactor) -> dict[str, Any] | None:
+    if alert is None:
+        return None
+    data = alert.model_dump(mode="json")
+    data["labels"] = {k: redactor.text(v) for k, v in alert.labels.items()}
+    data["summary"] = redactor.text(alert.summary)
+    return data
+
+
+def _message(records: list[CollectorRecord], counts: dict[str, int], uploaded: bool, where: str, local: str) -> str:
+    ran = counts["ok"] + counts["failed"]
+    parts = []
+    if counts["failed"]:
+        names = ", ".join(r.collector for r in records if r.status == "failed")
+        parts.append(f"{counts['failed']} of {ran} collectors failed ({names})")
+    else:
+        parts.append(f"all {ran} collectors captured")
+    if counts["not_configured"]:
+        parts.append(f"{counts['not_configured']} not configured")
+    parts.append(f"bundle uploaded and verified at {where}" if uploaded else
+                 f"S3 upload pending, bundle kept at {local} (run `python -m remediation.cli evidence sync`)")
+    return "; ".join(parts)
+
+
+def _key(incident_id: str) -> str:
+    return f"evidence-{incident_id.lower()}"
+
+
+def _plan_markdown(incident_id: str, target: str, profile: str, plan: list[dict[str, Any]]) -> str:
+    rows = "\n".join(f"| {p['collector']} | {'yes' if p['configured'] else 'not configured'} | `{p['would_run']}` |"
+                     for p in plan)
+    return (f"# Capture evidence — {incident_id} on {target}, profile `{profile}` (dry run)\n\n"
+            f"Nothing was read or written.\n\n| collector | configured | would run |\n|---|---|---|\n{rows}\n")
+
+
+def _report_markdown(manifest: Manifest, report: dict[str, Any]) -> str:
+    lines = [
+        f"# Evidence — {manifest.incident_id} on {manifest.target} (profile `{manifest.profile}`)", "",
+        f"**S3**: `{report['s3']}` — {'uploaded and re-verified' if report['uploaded'] else 'NOT uploaded yet'}",
+        f"**manifest.json sha256**: `{report['manifest_sha256']}`",
+        f"**Triggered by**: {manifest.initiated_by}"
+        + (f" (alert `{manifest.alert_fingerprint}`)" if manifest.alert_fingerprint else ""), "",
+        "| collector | status | bytes | sha256 | redactions | S3 key / error |", "|---|---|---|---|---|---|",
+    ]
+    for r in manifest.collectors:
+        detail = f"`{manifest.s3_prefix}/{r.file}`" if r.file and r.status == "ok" else (r.error or r.what)
+        detail = detail.replace("|", "\\|").replace("\n", " ")
+        sha = f"`{r.sha256[:16]}…`" if r.sha256 else ""
+        lines.append(f"| {r.collector} | {r.status} | {r.bytes} | {sha} | {r.redactions} | {detail} |")
+    if report["upload_error"]:
+        lines += ["", f"**Upload error**: {report['upload_error']}"]
+    return "\n".join(lines) + "\n"

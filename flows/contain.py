@@ -1,0 +1,132 @@
+"""contain: seed 000 step 3, "Isolate blast radius" — one chosen lever, approved, applied once, verified."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed, Failed, State
+from pydantic import Field
+
+from remediation.approval import plan_hash, request_approval
+from remediation.change_log import record_changes
+from remediation.errors import BadInputError
+from remediation.inventory import Target, load_target
+from remediation.levers import BrandFlag, Lever, LeverChange, needs_approval, plan_contain, resource_for
+from remediation.locks import target_lock
+from remediation.params import IncidentId, Initiator, TargetName
+from remediation.run_context import tag_current_run
+from remediation.runbook import runbook_text
+from tasks.admin_api import apply_lever_change, get_lever_state
+from tasks.wallet import check_lever_effect
+
+RUNBOOK = "contain"
+BrandId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="brand for brand-disable")]
+Message = Annotated[
+    str,
+    Field(pattern=r"^[\w .,:!?()#/@+—–-]{0,200}$",
+          description="freeze message / block reason; letters, digits, spaces and . , : ! ? ( ) # / @ + - only"),
+]
+#: A plan that keeps changing under the approver is a situation to look at, not to chase.
+MAX_REPLANS = 3
+
+
+def _stays_live(target: Target, lever: Lever, brand_id: str | None) -> list[str]:
+    if lever == "platform-freeze":
+        return ["nothing: every wallet write answers Finance maintenance"]
+    if lever == "deposit-halt":
+        return ["withdrawals, bets and settles on every brand"]
+    if lever == "brand-disable":
+        return [f"brand {b}" for b in target.brands if b != brand_id] + [f"{brand_id}'s bets and settles"]
+    return ["deposits and withdrawals through the gateway"]
+
+
+def _summary(incident_id: str, target: Target, change: LeverChange, live: list[str]) -> str:
+    return (
+        f"### contain {change.lever} on `{target.name}` for {incident_id}\n\n"
+        f"- **change**: {change.description}\n- **from** `{change.before}` **to** `{change.after}`\n"
+        f"- **stays live**: {'; '.join(live)}\n"
+    )
+
+
+@flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+def contain(
+    incident_id: IncidentId,
+    lever: Lever,
+    target: TargetName = "sandbox",
+    brand_id: BrandId | None = None,
+    brand_flags: list[BrandFlag] | None = None,
+    message: Message | None = None,
+    initiated_by: Initiator = "unknown",
+    dry_run: bool = True,
+    approval_timeout_s: Annotated[int, Field(ge=5, le=86400)] | None = None,
+    lock_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60,
+) -> State:
+    """Apply one containment lever: plan → approval bound to the plan → apply once → verify → record."""
+    log = get_run_logger()
+    inv = load_target(target)
+    if lever == "brand-disable":
+        if brand_id not in inv.brands:
+            raise BadInputError(f"brand-disable needs brand_id, one of {inv.brands}; got {brand_id!r}")
+    elif brand_id is not None or brand_flags is not None:
+        raise BadInputError(f"brand_id and brand_flags apply only to brand-disable, not {lever}")
+    default_flags: list[BrandFlag] = ["deposit_enabled"]
+    flags = tuple(sorted(set(brand_flags or default_flags)))
+    text = message or f"Emergency maintenance — {incident_id}"
+    tag_current_run(incident_id, RUNBOOK, inv.name)
+    live = _stays_live(inv, lever, brand_id)
+
+    def plan() -> tuple[LeverChange, dict[str, Any]]:
+        change = plan_contain(lever, get_lever_state(inv), message=text, brand_id=brand_id, flags=flags)
+        return change, {"incident_id": incident_id, "target": inv.name, "change": change.model_dump(mode="json")}
+
+    change, shown = plan()
+    if change.in_place:
+        log.info("%s is already in place on %s: nothing to apply", lever, inv.name)
+        verified = check_lever_effect(inv, change, incident_id)
+        return Completed(message=f"{lever} already in place; verified={verified['ok']}",
+                         data={"outcome": "already-in-place", "verification": verified})
+    if dry_run:
+        create_markdown_artifact(key=f"contain-plan-{incident_id.lower()}",
+                                 markdown=_summary(incident_id, inv, change, live) + "\n*dry run: nothing changed*\n")
+        return Completed(message=f"dry run: would {change.description}",
+                         data={"outcome": "dry-run", "would_change": [change.model_dump(mode="json")],
+                               "stays_live": live})
+
+    with target_lock(inv.name, resource_for(lever, brand_id), wait_s=lock_wait_s):
+        approval = None
+        for _ in range(MAX_REPLANS):
+            if needs_approval(lever, approve_deposit_halt=inv.policy.approve_deposit_halt,
+                              approve_brand_disable=inv.policy.approve_brand_disable):
+                approval = request_approval(
+                    step=f"contain-{lever}", target=inv.name, plan=shown,
+                    summary_markdown=_summary(incident_id, inv, change, live), requested_by=initiated_by,
+                    four_eyes=inv.policy.four_eyes,
+                    timeout_s=approval_timeout_s or inv.policy.approval_timeout_s,
+                )
+                if not approval.approved:
+                    return Completed(message=f"not applied: {approval.decision} by {approval.approver or 'nobody'}"
+                                             f" ({approval.reason}); nothing changed",
+                                     data={"outcome": approval.decision, "approval": approval.model_dump(mode="json")})
+            # The approval counts only for the plan it saw: re-read, and ask again if it moved.
+            again, shown_now = plan()
+            if plan_hash(shown_now) == plan_hash(shown):
+                break
+            log.warning("plan changed since it was shown (%s → %s); asking again", change.after, again.after)
+            change, shown = again, shown_now
+            if change.in_place:
+                return Completed(message=f"{lever} was put in place by someone else meanwhile; nothing applied",
+                                 data={"outcome": "already-in-place"})
+        else:
+            return Failed(message=f"plan kept changing across {MAX_REPLANS} approvals; nothing applied")
+        applied = apply_lever_change(inv, change, plan_hash(shown))
+        record_changes(incident_id, [applied])
+        verified = check_lever_effect(inv, change, incident_id)
+    result = {"outcome": applied.outcome, "path": applied.path, "note": applied.note,
+              "change": change.model_dump(mode="json"), "verification": verified,
+              "approval": approval.model_dump(mode="json") if approval else None}
+    if not verified["ok"]:
+        return Failed(message=f"{lever} applied via {applied.path} but verification failed: {verified['wrong']}",
+                      data=result)
+    return Completed(message=f"{lever} {applied.outcome} via {applied.path}; verified", data=result)

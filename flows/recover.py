@@ -1,0 +1,99 @@
+"""recover: seed 000 step 3's recovery — undo this incident's levers in reverse, then prove all-clear."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Completed, Failed, State
+from pydantic import Field
+
+from remediation.all_clear import AllClearGates, TaskGates
+from remediation.approval import plan_hash, request_approval
+from remediation.change_log import read_changes, record_changes
+from remediation.inventory import load_target
+from remediation.levers import AppliedChange, LeverChange, drifted, plan_recover
+from remediation.locks import target_lock
+from remediation.params import IncidentId, Initiator, TargetName
+from remediation.run_context import tag_current_run
+from remediation.runbook import runbook_text
+from tasks.admin_api import apply_lever_change, get_lever_state
+from tasks.wallet import check_lever_effect
+
+RUNBOOK = "recover"
+#: Swapped for the verify-round-trip and reconcile flows once they exist; the order stays.
+GATES: AllClearGates = TaskGates()
+
+
+def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list[AppliedChange]) -> str:
+    lines = [f"### recover `{target}` for {incident_id}: undo in this order", ""]
+    lines += [f"{i}. {c.description} — `{c.before}` → `{c.after}`" for i, c in enumerate(undo, 1)]
+    if moved:
+        lines += ["", "**Left alone** (moved by someone else since we set them):"]
+        lines += [f"- {m.change.resource}: we set `{m.change.after}`" for m in moved]
+    lines += ["", "Then: a netted round trip on each brand's synthetic player, and ledger vs bucket clean."]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+def recover(
+    incident_id: IncidentId,
+    target: TargetName = "sandbox",
+    initiated_by: Initiator = "unknown",
+    dry_run: bool = True,
+    approval_timeout_s: Annotated[int, Field(ge=5, le=86400)] | None = None,
+    lock_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60,
+) -> State:
+    """Reverse the incident's recorded lever changes (newest first) after approval; all-clear only
+    when a round trip and the books are clean."""
+    log = get_run_logger()
+    inv = load_target(target)
+    checks = GATES
+    tag_current_run(incident_id, RUNBOOK, inv.name)
+    recorded = read_changes(incident_id)
+    state = get_lever_state(inv)
+    undo = plan_recover(recorded, state, note=f"recovered {incident_id}")
+    moved = drifted(recorded, state)
+    shown = {"incident_id": incident_id, "target": inv.name, "undo": [c.model_dump(mode="json") for c in undo]}
+    summary = _summary(incident_id, inv.name, undo, moved)
+    if dry_run:
+        create_markdown_artifact(key=f"recover-plan-{incident_id.lower()}", markdown=summary + "\n*dry run*\n")
+        return Completed(message=f"dry run: would undo {len(undo)} change(s)",
+                         data={"outcome": "dry-run", "would_change": [c.model_dump(mode="json") for c in undo],
+                               "left_alone": [m.change.resource for m in moved]})
+
+    done: list[AppliedChange] = []
+    approval = None
+    if undo:
+        with target_lock(inv.name, [c.resource for c in undo], wait_s=lock_wait_s):
+            approval = request_approval(
+                step="recover", target=inv.name, plan=shown, summary_markdown=summary,
+                requested_by=initiated_by, four_eyes=inv.policy.four_eyes,
+                timeout_s=approval_timeout_s or inv.policy.approval_timeout_s,
+            )
+            if not approval.approved:
+                return Completed(message=f"not recovered: {approval.decision} by {approval.approver or 'nobody'} "
+                                         f"({approval.reason}); nothing changed",
+                                 data={"outcome": approval.decision, "approval": approval.model_dump(mode="json")})
+            for change in undo:
+                done.append(apply_lever_change(inv, change, plan_hash(shown)))
+                record_changes(incident_id, [done[-1]])
+            effects = [check_lever_effect(inv, c, incident_id) for c in undo]
+    else:
+        log.info("no recorded lever of %s is still in place: nothing to undo", incident_id)
+        effects = []
+
+    round_trip = checks.round_trip(inv, incident_id)
+    books = checks.books(inv, incident_id)
+    result = {
+        "undone": [d.model_dump(mode="json") for d in done], "left_alone": [m.change.resource for m in moved],
+        "effects": effects, "round_trip": round_trip, "books": books,
+        "approval": approval.model_dump(mode="json") if approval else None,
+    }
+    problems = [n for n, ok in (("lever verification", all(e["ok"] for e in effects)),
+                                ("round trip", round_trip["ok"]), ("books", books["ok"])) if not ok]
+    if problems:
+        return Failed(message=f"levers undone ({len(done)}) but NOT all-clear: {', '.join(problems)} failed",
+                      data=result)
+    return Completed(message=f"all-clear: {len(done)} change(s) undone, round trip and books clean", data=result)

@@ -1,0 +1,167 @@
+"""The ASGI app: `POST /alerts/{alertmanager,grafana,sentry,generic}`, `GET /healthz`.
+
+Order of checks, each answering before anything is started: source enabled (404) →
+bearer token (401, before the body is read) → body size (413, from Content-Length and
+while streaming, so an oversized body is never held whole) → Sentry signature over
+the raw body (401) → JSON and schema (422) → route (422 only with `unmatched="reject"`).
+Prefect unreachable → 503 so the sender retries; a repeat then finds its run by key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from remediation.alert_context import AlertSource
+from remediation.alerts.auth import Credentials
+from remediation.alerts.intake import AlertIntake, Outcome, Unroutable
+from remediation.alerts.models import (
+    AlertGroup,
+    AlertmanagerWebhook,
+    GenericAlert,
+    GrafanaWebhook,
+    SentryWebhook,
+)
+from remediation.alerts.routing import ReceiverConfig
+from remediation.alerts.starter import CachingRunStarter, PrefectRunStarter, RunStarter, StartError
+
+__all__ = ["create_app"]
+
+SOURCES: tuple[AlertSource, ...] = ("alertmanager", "grafana", "sentry", "generic")
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, detail: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The raw body, or 413 as soon as it is known to exceed `limit` (header, then while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejected(400, "Content-Length is not a number")
+        if int(declared) > limit:
+            raise Rejected(413, f"body of {declared} bytes exceeds the {limit}-byte limit; nothing was started")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Rejected(413, f"body exceeds the {limit}-byte limit; nothing was started")
+    return bytes(body)
+
+
+def _problems(exc: ValidationError) -> list[dict[str, Any]]:
+    # Never echo input back: a payload may carry something secret.
+    return [
+        {"loc": ".".join(str(p) for p in e["loc"]) or "(body)", "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_input=False, include_url=False)
+    ][:20]
+
+
+def parse(source: AlertSource, body: bytes, config: ReceiverConfig) -> AlertGroup:
+    try:
+        if source == "alertmanager":
+            return AlertmanagerWebhook.model_validate_json(body).to_group()
+        if source == "grafana":
+            return GrafanaWebhook.model_validate_json(body).to_group()
+        if source == "sentry":
+            return SentryWebhook.model_validate_json(body).to_group(config.sentry_window_s)
+        return GenericAlert.model_validate_json(body).to_group()
+    except ValidationError as exc:
+        raise Rejected(422, {"message": f"not a valid {source} payload; nothing was started",
+                             "errors": _problems(exc)}) from None
+    except ValueError as exc:
+        raise Rejected(422, f"not a valid {source} payload: {exc}; nothing was started") from None
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(
+    config: ReceiverConfig, credentials: Credentials, starter: RunStarter | None = None
+) -> FastAPI:
+    """`starter` given (tests): used as is. None: one Prefect client for the app's whole life."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if starter is not None:
+            yield
+            await app.state.intake.drain()
+            return
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            app.state.intake = AlertIntake(config, CachingRunStarter(PrefectRunStarter(client)))
+            yield
+            await app.state.intake.drain()
+
+    app = FastAPI(title="remediation alert receiver", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    if starter is not None:
+        # Usable without running the lifespan (httpx.ASGITransport does not send lifespan events).
+        app.state.intake = AlertIntake(config, starter)
+
+    async def receive(source: AlertSource, request: Request) -> JSONResponse:
+        try:
+            if not credentials.enabled(source):
+                raise Rejected(404, f"alert source {source!r} is not enabled in the receiver's routes file")
+            if source != "sentry":
+                problem = credentials.check_bearer(source, request.headers.get("authorization"))
+                if problem:
+                    raise Rejected(401, f"{problem}; nothing was started", {"WWW-Authenticate": "Bearer"})
+            body = await read_limited(request, config.max_body_bytes)
+            if source == "sentry":
+                problem = credentials.check_sentry(body, request.headers.get("sentry-hook-signature"))
+                if problem:
+                    raise Rejected(401, f"{problem}; nothing was started")
+                resource = request.headers.get("sentry-hook-resource", "event_alert")
+                if resource != "event_alert":
+                    ignored = Outcome(status="ignored", incident_id=None,
+                                      detail=f"Sentry resource {resource!r} is not an issue alert; nothing started")
+                    return _json(202, ignored.body())
+            group = parse(source, body, config)
+            intake: AlertIntake = request.app.state.intake
+            outcome = await intake.handle(group)
+        except Rejected as exc:
+            return _json(exc.status, {"detail": exc.detail}, exc.headers)
+        except Unroutable as exc:
+            return _json(422, {"detail": f"{exc}; nothing was started"})
+        except StartError as exc:
+            status = 503 if exc.retryable else 502
+            return _json(status, {"detail": f"could not start the capture run: {exc}"},
+                         {"Retry-After": "5"} if exc.retryable else None)
+        return _json(202, outcome.body())
+
+    def endpoint(source: AlertSource) -> Any:
+        async def handler(request: Request) -> JSONResponse:
+            return await receive(source, request)
+
+        handler.__name__ = f"receive_{source}"
+        return handler
+
+    for src in SOURCES:
+        app.add_api_route(f"/alerts/{src}", endpoint(src), methods=["POST"], status_code=202)
+
+    started = time.time()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "deployment": config.deployment,
+            "sources": [s for s in SOURCES if credentials.enabled(s)],
+            "uptime_s": round(time.time() - started, 1),
+        }
+
+    return app

@@ -1,0 +1,160 @@
+"""What happens to an authenticated, parsed alert group: route → name → start or record.
+
+- firing and routed: one `capture-evidence` run per group and start (idempotency key),
+  tagged `incident:<id>`, `runbook:capture-evidence`, `target:<name>`, `alert:<source>`,
+  `severity:<sev>`; a newly created run is also recorded as a `remediation.alert.firing` event.
+- resolved: recorded (log line + `remediation.alert.resolved` event), nothing started.
+- no route: per `unmatched`, recorded as `remediation.alert.unrouted` (202) or refused (422).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from remediation.alert_context import AlertContext
+from remediation.alerts.identity import GroupIdentity, identify
+from remediation.alerts.models import AlertGroup
+from remediation.alerts.routing import ReceiverConfig, RouteAction
+from remediation.alerts.starter import AlertRecord, CaptureRequest, RunStarter
+
+__all__ = ["RUNBOOK", "AlertIntake", "Outcome", "Unroutable"]
+
+RUNBOOK = "capture-evidence"
+log = logging.getLogger("remediation.alerts")
+
+
+class Unroutable(Exception):
+    """No route matched and the config says `unmatched = "reject"`."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Literal["started", "deduplicated", "resolved", "unrouted", "ignored"]
+    incident_id: str | None
+    flow_run_ids: list[str] = field(default_factory=list)
+    deduplicated: bool = False
+    target: str | None = None
+    route: str | None = None
+    severity: str | None = None
+    detail: str = ""
+
+    def body(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def capture_request(
+    config: ReceiverConfig, group: AlertGroup, ident: GroupIdentity, action: RouteAction
+) -> CaptureRequest:
+    alert = AlertContext(
+        source=group.source, fingerprint=ident.fingerprint, group_key=group.group_key,
+        starts_at=group.starts_at, labels=group.labels, summary=group.summary,
+    )
+    return CaptureRequest(
+        deployment=config.deployment,
+        idempotency_key=ident.idempotency_key,
+        run_name=f"capture-{ident.incident_id}",
+        parameters={
+            "incident_id": ident.incident_id,
+            "target": action.target,
+            "profile": action.profile,
+            "initiated_by": f"alert:{group.source}:{ident.short_fingerprint}",
+            "alert": alert.model_dump(mode="json"),
+            "dry_run": False,
+        },
+        tags=(
+            f"incident:{ident.incident_id}", f"runbook:{RUNBOOK}", f"target:{action.target}",
+            f"alert:{group.source}", f"severity:{action.severity}",
+        ),
+    )
+
+
+class AlertIntake:
+    def __init__(self, config: ReceiverConfig, starter: RunStarter, *, batch_delay_s: float = 0.25) -> None:
+        self.config = config
+        self.starter = starter
+        self.batch_delay_s = batch_delay_s
+        self._buffer: list[AlertRecord] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def handle(self, group: AlertGroup) -> Outcome:
+        ident = identify(group)
+        routed = self.config.route(group)
+        if group.status == "resolved":
+            await self.starter.record(self._record("resolved", group, ident, routed))
+            log.info("alert %s %s resolved: group %s recorded, nothing started", group.source, ident.incident_id,
+                     ident.fingerprint)
+            return self._outcome("resolved", ident, routed)
+        if routed is None:
+            if self.config.unmatched == "reject":
+                raise Unroutable(f"no route matches labels {sorted(group.labels.items())} and there is no [default]")
+            self._later(self._record("unrouted", group, ident, None))
+            log.warning("alert %s %s unrouted: labels %s match no route; nothing started",
+                        group.source, ident.incident_id, sorted(group.labels.items()))
+            return Outcome(status="unrouted", incident_id=ident.incident_id, detail="no route matched; nothing started")
+        name, action = routed
+        run = await self.starter.start(capture_request(self.config, group, ident, action))
+        if run.created:
+            self._later(self._record("firing", group, ident, routed, run.flow_run_id))
+            log.info("alert %s %s firing: started capture run %s on %s (route %s, %s)", group.source,
+                     ident.incident_id, run.flow_run_id, action.target, name, action.severity)
+        else:
+            log.debug("alert %s %s firing again: run %s already exists", group.source, ident.incident_id,
+                      run.flow_run_id)
+        return self._outcome("started" if run.created else "deduplicated", ident, routed, str(run.flow_run_id))
+
+    def _outcome(
+        self, status: Literal["started", "deduplicated", "resolved"], ident: GroupIdentity,
+        routed: tuple[str, RouteAction] | None, run_id: str | None = None,
+    ) -> Outcome:
+        name, action = routed if routed is not None else (None, None)
+        return Outcome(
+            status=status, incident_id=ident.incident_id, flow_run_ids=[run_id] if run_id else [],
+            deduplicated=status == "deduplicated", route=name,
+            target=action.target if action else None, severity=action.severity if action else None,
+        )
+
+    def _record(
+        self, what: str, group: AlertGroup, ident: GroupIdentity, routed: tuple[str, RouteAction] | None,
+        flow_run_id: Any = None,
+    ) -> AlertRecord:
+        name, action = routed if routed is not None else (None, None)
+        return AlertRecord(
+            event=f"remediation.alert.{what}",
+            resource_id=f"remediation.alert.{ident.fingerprint}",
+            resource_labels={
+                "prefect.resource.name": f"{group.source} alert group {ident.short_fingerprint}",
+                "remediation.incident-id": ident.incident_id,
+                "remediation.alert.source": group.source,
+            },
+            payload={
+                "incident_id": ident.incident_id, "source": group.source, "status": group.status,
+                "group_key": group.group_key, "starts_at": group.starts_at.isoformat() if group.starts_at else None,
+                "labels": group.labels, "summary": group.summary, "alert_ids": list(group.alert_ids),
+                "route": name, "target": action.target if action else None,
+                "severity": action.severity if action else None,
+            },
+            flow_run_id=flow_run_id,
+        )
+
+    def _later(self, record: AlertRecord) -> None:
+        """Record in the background, batched: the sender's answer does not wait on an audit event,
+        and a storm costs the Prefect server one events request per batch, not one per run."""
+        self._buffer.append(record)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        while self._buffer:
+            await asyncio.sleep(self.batch_delay_s)
+            batch, self._buffer = self._buffer, []
+            try:
+                await self.starter.record(*batch)
+            except Exception as exc:
+                log.error("could not record %d alert event(s): %s", len(batch), exc)
+
+    async def drain(self) -> None:
+        if self._flusher is not None:
+            await self._flusher

@@ -1,0 +1,216 @@
+"""`RunStarter`: the receiver's one seam to Prefect, its real implementation and its test double.
+
+`PrefectRunStarter` creates a flow run of the capture deployment with Prefect's
+`idempotency_key`: the server's unique index on (flow, key) makes a repeat return
+the run that already exists (HTTP 200 instead of 201), across retries, restarts and
+replicas. `CachingRunStarter` answers repeats of a key from memory in front of it
+(and joins concurrent identical requests) so a storm costs one API call per group;
+it is a latency optimisation only: a cold cache falls through to the server's key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
+
+import httpx
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.orchestration.routes import ServerRoutes
+
+__all__ = [
+    "AlertRecord",
+    "CachingRunStarter",
+    "CaptureRequest",
+    "PrefectRunStarter",
+    "RecordingRunStarter",
+    "RunStarter",
+    "StartError",
+    "StartedRun",
+]
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    deployment: str
+    idempotency_key: str
+    run_name: str
+    parameters: dict[str, Any]
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    flow_run_id: UUID
+    #: False when the key already had a run (nothing new was started).
+    created: bool
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """A Prefect event about an alert group; `resource_id` is `remediation.alert.<fingerprint>`."""
+
+    event: str
+    resource_id: str
+    resource_labels: dict[str, str]
+    payload: dict[str, Any]
+    flow_run_id: UUID | None = None
+
+
+class StartError(Exception):
+    """Prefect could not start or record; `retryable` decides 503 (sender retries) or 502."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class RunStarter(Protocol):
+    async def start(self, request: CaptureRequest) -> StartedRun: ...
+
+    async def record(self, *records: AlertRecord) -> None: ...
+
+
+class PrefectRunStarter:
+    """Talks to the Prefect API through one long-lived client it is handed (it never builds one)."""
+
+    def __init__(self, client: PrefectClient) -> None:
+        self._client = client
+        self._deployment_ids: dict[str, UUID] = {}
+
+    async def _deployment_id(self, name: str) -> UUID:
+        if name not in self._deployment_ids:
+            from prefect.exceptions import ObjectNotFound
+
+            try:
+                deployment = await self._client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                raise StartError(
+                    f"deployment {name!r} is not registered on the Prefect server", retryable=True
+                ) from None
+            self._deployment_ids[name] = deployment.id
+        return self._deployment_ids[name]
+
+    async def start(self, request: CaptureRequest) -> StartedRun:
+        from prefect.client.schemas.actions import DeploymentFlowRunCreate
+
+        body = DeploymentFlowRunCreate(
+            parameters=request.parameters, tags=list(request.tags), name=request.run_name,
+            idempotency_key=request.idempotency_key,
+        ).model_dump(mode="json", exclude_unset=True)
+        deployment_id = await self._deployment_id(request.deployment)
+        response = await self._send(
+            "/deployments/{id}/create_flow_run", {"id": deployment_id}, body, request.deployment
+        )
+        return StartedRun(flow_run_id=UUID(response.json()["id"]), created=response.status_code == 201)
+
+    async def record(self, *records: AlertRecord) -> None:
+        """Post the records as Prefect events, all in one request."""
+        from prefect.events import Event, RelatedResource, Resource
+
+        events = []
+        for record in records:
+            related = []
+            if record.flow_run_id is not None:
+                related.append(RelatedResource({
+                    "prefect.resource.id": f"prefect.flow-run.{record.flow_run_id}",
+                    "prefect.resource.role": "flow-run",
+                }))
+            events.append(Event(
+                event=record.event,
+                resource=Resource({"prefect.resource.id": record.resource_id, **record.resource_labels}),
+                related=related, payload=record.payload,
+            ).model_dump(mode="json"))
+        if events:
+            await self._send("/events", None, events, None)
+
+    async def _send(
+        self, path: ServerRoutes, path_params: dict[str, Any] | None, body: Any, deployment: str | None
+    ) -> httpx.Response:
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        try:
+            return await self._client.request("POST", path, path_params=path_params, json=body)
+        except PrefectHTTPStatusError as exc:
+            status = exc.response.status_code
+            detail = exc.response.text[:500]
+            if status == 404 and deployment is not None:
+                self._deployment_ids.pop(deployment, None)
+                raise StartError(f"deployment {deployment!r} is gone from the Prefect server", retryable=True) from None
+            if status in (409, 422):
+                raise StartError(f"Prefect refused the request ({status}): {detail}", retryable=False) from None
+            raise StartError(f"Prefect answered {status}: {detail}", retryable=status >= 500 or status == 429) from None
+        except httpx.HTTPError as exc:
+            raise StartError(f"Prefect API unreachable: {type(exc).__name__}", retryable=True) from None
+
+
+class CachingRunStarter:
+    """Remembers key → run for `ttl_s` and joins concurrent starts of one key; Prefect stays the truth."""
+
+    def __init__(self, inner: RunStarter, *, max_keys: int = 10_000, ttl_s: float = 600.0) -> None:
+        self._inner = inner
+        self._max_keys = max_keys
+        self._ttl_s = ttl_s
+        self._known: OrderedDict[str, tuple[float, UUID]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[StartedRun]] = {}
+
+    async def start(self, request: CaptureRequest) -> StartedRun:
+        key = request.idempotency_key
+        hit = self._known.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return StartedRun(flow_run_id=hit[1], created=False)
+        task = self._inflight.get(key)
+        owner = task is None
+        if task is None:
+            task = asyncio.ensure_future(self._inner.start(request))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t, k=key: self._settle(k, t))  # type: ignore[misc]
+        result = await asyncio.shield(task)
+        return result if owner else StartedRun(flow_run_id=result.flow_run_id, created=False)
+
+    def _settle(self, key: str, task: asyncio.Task[StartedRun]) -> None:
+        self._inflight.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        self._known[key] = (time.monotonic() + self._ttl_s, task.result().flow_run_id)
+        self._known.move_to_end(key)
+        while len(self._known) > self._max_keys:
+            self._known.popitem(last=False)
+
+    async def record(self, *records: AlertRecord) -> None:
+        await self._inner.record(*records)
+
+
+@dataclass
+class RecordingRunStarter:
+    """Test double: keeps every call; honours idempotency keys the way the Prefect server does."""
+
+    started: list[CaptureRequest] = field(default_factory=list)
+    records: list[AlertRecord] = field(default_factory=list)
+    runs_by_key: dict[str, UUID] = field(default_factory=dict)
+    fail_with: StartError | None = None
+
+    async def start(self, request: CaptureRequest) -> StartedRun:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.started.append(request)
+        if request.idempotency_key in self.runs_by_key:
+            return StartedRun(self.runs_by_key[request.idempotency_key], created=False)
+        from uuid import uuid4
+
+        run_id = self.runs_by_key[request.idempotency_key] = uuid4()
+        return StartedRun(run_id, created=True)
+
+    async def record(self, *records: AlertRecord) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.records.extend(records)
+
+    @property
+    def created_runs(self) -> int:
+        return len(self.runs_by_key)

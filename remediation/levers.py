@@ -1,0 +1,218 @@
+"""Seed 000 step 3: the containment levers, as pure planning logic.
+
+A plan is a list of `LeverChange`s computed from the lever asked for and the
+state just read. Applying, verifying and recording live in tasks and flows; this
+module only decides *what* would change, so a dry run and a real run share it and
+the approval can be bound to its hash.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "BRAND_FLAGS",
+    "LEVERS",
+    "AppliedChange",
+    "BrandFlag",
+    "Lever",
+    "LeverChange",
+    "LeverState",
+    "current_value",
+    "drifted",
+    "expected_blocked",
+    "needs_approval",
+    "plan_contain",
+    "plan_recover",
+    "resource_for",
+]
+
+Lever = Literal["platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block"]
+LEVERS: tuple[Lever, ...] = ("platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block")
+BrandFlag = Literal["deposit_enabled", "withdraw_enabled"]
+BRAND_FLAGS: tuple[BrandFlag, ...] = ("deposit_enabled", "withdraw_enabled")
+#: Levers broad enough that they always stop for approval, whatever the target's policy says.
+ALWAYS_APPROVE: frozenset[Lever] = frozenset({"platform-freeze", "provider-ingress-block"})
+
+
+class LeverState(BaseModel):
+    """The current value of every lever this target has, read before planning.
+
+    A part that could not be read is None and named in `unreadable`; planning a lever
+    that needs it fails rather than guessing.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    maintenance: dict[str, Any] | None  # {"is_active": bool, "message": str}
+    deposit_maintenance_status: str | None
+    #: "admin-api", or "sql-fallback" when the admin API was down and the database was read instead.
+    read_via: str = "admin-api"
+    payment_policy: dict[str, dict[str, Any]] | None  # brand -> payment_policy value
+    provider_ingress: dict[str, Any] | None  # {"blocked": bool, "reason": str}
+    unreadable: dict[str, str] = {}
+
+    def need(self, part: str) -> Any:
+        value = getattr(self, part)
+        if value is None:
+            raise LookupError(f"{part} could not be read: {self.unreadable.get(part, 'unknown')}")
+        return value
+
+
+class LeverChange(BaseModel):
+    """One value to move from `before` to `after`. `resource` names what the target lock covers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lever: Lever
+    resource: str
+    description: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    #: Sent with the change but not part of the state compared (the freeze message, the block reason).
+    extra: dict[str, str] = {}
+    #: True for recover's reversal of a recorded change.
+    undo: bool = False
+
+    @property
+    def in_place(self) -> bool:
+        return self.before == self.after
+
+
+class AppliedChange(BaseModel):
+    """What a run did, for the incident's change log (recover undoes exactly these)."""
+
+    change: LeverChange
+    outcome: Literal["applied", "already-in-place", "reverted", "already-reverted", "conflict"]
+    path: str  # "admin-api", "sql-fallback", "gateway"
+    note: str = ""
+    at: datetime
+    flow_run_id: str | None = None
+    approval_plan_hash: str | None = None
+
+
+def resource_for(lever: Lever, brand_id: str | None = None) -> str:
+    if lever == "platform-freeze":
+        return "maintenance"
+    if lever == "deposit-halt":
+        return "global-var-deposit-maintenance-status"
+    if lever == "brand-disable":
+        return f"brand-{brand_id}-payment-policy"
+    return "gateway-provider-ingress"
+
+
+def plan_contain(
+    lever: Lever,
+    state: LeverState,
+    *,
+    message: str,
+    brand_id: str | None = None,
+    flags: tuple[BrandFlag, ...] = ("deposit_enabled",),
+) -> LeverChange:
+    """The single change a lever makes, from the state just read. `in_place` if nothing to do."""
+    res = resource_for(lever, brand_id)
+    if lever == "platform-freeze":
+        before = {"is_active": bool(state.need("maintenance").get("is_active"))}
+        return LeverChange(
+            lever=lever, resource=res, before=before, after={"is_active": True}, extra={"message": message},
+            description=f"PUT /api/v1/maintenance is_active=true, message {message!r} (every brand)",
+        )
+    if lever == "deposit-halt":
+        return LeverChange(
+            lever=lever, resource=res,
+            before={"value": state.need("deposit_maintenance_status")}, after={"value": "1"},
+            description="PUT /api/v1/global-vars/DEPOSIT_MAINTENANCE_STATUS value '1' (deposits, every brand)",
+        )
+    if lever == "brand-disable":
+        policies = state.need("payment_policy")
+        if brand_id is None or brand_id not in policies:
+            raise ValueError(f"brand-disable needs a known brand_id, got {brand_id!r}")
+        policy = policies[brand_id]
+        wanted = sorted(set(flags))
+        return LeverChange(
+            lever=lever, resource=res,
+            before={f: _flag(policy.get(f, True)) for f in wanted},
+            after=dict.fromkeys(wanted, False),
+            description=f"PATCH brand {brand_id} payment_policy {', '.join(f'{f}=false' for f in wanted)}",
+        )
+    return LeverChange(
+        lever=lever, resource=res,
+        before={"blocked": bool(state.need("provider_ingress").get("blocked"))}, after={"blocked": True},
+        extra={"reason": message},
+        description="PUT gateway /api/v1/ingress/provider blocked=true (provider bets and settles stop)",
+    )
+
+
+def plan_recover(recorded: list[AppliedChange], state: LeverState, *, note: str) -> list[LeverChange]:
+    """Undo what this incident applied, newest first; only where the lever still holds our value.
+
+    A lever someone moved since (current != what we set) is not ours to overwrite: it is
+    left out here and reported by the caller.
+    """
+    undo: list[LeverChange] = []
+    seen: set[str] = set()
+    for item in sorted(
+        (r for r in recorded if r.outcome == "applied"), key=lambda r: r.at, reverse=True
+    ):
+        change = item.change
+        if change.resource in seen:
+            continue
+        seen.add(change.resource)
+        current = current_value(change, state)
+        if current == change.after:
+            extra = {k: note if k == "reason" else "" for k in change.extra}
+            undo.append(change.model_copy(update={
+                "before": change.after, "after": change.before, "extra": extra, "undo": True,
+                "description": f"undo: {change.description}",
+            }))
+    return undo
+
+
+def drifted(recorded: list[AppliedChange], state: LeverState) -> list[AppliedChange]:
+    """Applied changes whose lever no longer holds the value we set (someone moved it)."""
+    latest: dict[str, AppliedChange] = {}
+    for item in sorted((r for r in recorded if r.outcome == "applied"), key=lambda r: r.at):
+        latest[item.change.resource] = item
+    return [r for r in latest.values() if current_value(r.change, state) not in (r.change.after, r.change.before)]
+
+
+def expected_blocked(state: LeverState, brand: str, kind: str) -> bool:
+    """Whether the wallet should refuse a `kind` write for `brand`, given every lever's state
+    (the wallet's own rules, seed 000 step 3)."""
+    if state.need("maintenance").get("is_active"):
+        return True
+    if kind == "bet":
+        return bool(state.need("provider_ingress").get("blocked"))
+    if kind == "deposit" and str(state.need("deposit_maintenance_status")).strip() == "1":
+        return True
+    policy = state.need("payment_policy").get(brand, {})
+    return not _flag(policy.get(f"{kind}_enabled", True))
+
+
+def needs_approval(lever: Lever, *, approve_deposit_halt: bool, approve_brand_disable: bool) -> bool:
+    if lever in ALWAYS_APPROVE:
+        return True
+    if lever == "deposit-halt":
+        return approve_deposit_halt
+    return approve_brand_disable
+
+
+def current_value(change: LeverChange, state: LeverState) -> dict[str, Any]:
+    """The lever's value now, in the shape of the change's before/after."""
+    if change.lever == "platform-freeze":
+        return {"is_active": bool(state.need("maintenance").get("is_active"))}
+    if change.lever == "deposit-halt":
+        return {"value": state.need("deposit_maintenance_status")}
+    if change.lever == "brand-disable":
+        brand = change.resource.removeprefix("brand-").removesuffix("-payment-policy")
+        policy = state.need("payment_policy").get(brand, {})
+        return {f: _flag(policy.get(f, True)) for f in change.after}
+    return {"blocked": bool(state.need("provider_ingress").get("blocked"))}
+
+
+def _flag(value: Any) -> bool:
+    # The wallet treats the string "false" as false too (a sloppy SQL edit); so must we.
+    return not (value is False or (isinstance(value, str) and value.strip().lower() == "false"))

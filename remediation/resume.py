@@ -1,0 +1,77 @@
+"""Answer a paused run's approval form through the same API the Prefect UI uses.
+
+For the on-call CLI (`python -m remediation.cli approve ...`), drills and tests. The
+plan hash is read from the paused run's own form schema, so the answer can only be
+for the plan that run is showing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.flow_runs import resume_flow_run
+from prefect.input.actions import read_flow_run_input
+from prefect.input.run_input import keyset_from_paused_state
+
+__all__ = ["answer", "pending_form", "wait_for_pause"]
+
+
+def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float = 0.5) -> FlowRun:
+    """Block until the run is paused waiting for input; fail clearly if it ends first."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            state = run.state
+            if state is not None and state.is_paused() and state.state_details.run_input_keyset:
+                return run
+            if state is not None and state.is_final():
+                raise RuntimeError(f"run {flow_run_id} ended {state.name} ({state.message}) before pausing")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {flow_run_id} did not pause within {timeout_s:.0f} s (is {state})")
+            time.sleep(poll_s)
+
+
+def pending_form(run: FlowRun) -> dict[str, Any]:
+    """The paused run's description and the values its form pins (plan hash, target)."""
+    assert run.state is not None
+    keyset = keyset_from_paused_state(run.state)
+    raw: Any = read_flow_run_input(keyset["schema"], flow_run_id=run.id)
+    schema: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else raw
+    description: Any = read_flow_run_input(keyset["description"], flow_run_id=run.id)
+    props = schema.get("properties", {})
+
+    def pinned(name: str) -> str | None:
+        prop = props.get(name, {})
+        if "const" in prop:
+            return str(prop["const"])
+        enum = prop.get("enum")
+        return str(enum[0]) if enum and len(enum) == 1 else None
+
+    return {"plan_hash": pinned("plan_hash"), "target": pinned("confirm_target"), "description": description}
+
+
+def answer(
+    flow_run_id: UUID,
+    *,
+    decision: Literal["approve", "reject"],
+    approver: str,
+    reason: str,
+    plan_hash: str | None = None,
+    confirm_target: str | None = None,
+    wait_s: float = 120,
+) -> dict[str, Any]:
+    """Approve or reject the pending step. Defaults to the hash and target the run shows."""
+    run = wait_for_pause(flow_run_id, timeout_s=wait_s)
+    form = pending_form(run)
+    run_input = {
+        "decision": decision, "approver": approver, "reason": reason,
+        "plan_hash": plan_hash or form["plan_hash"], "confirm_target": confirm_target or form["target"],
+    }
+    resume_flow_run(flow_run_id, run_input=run_input)
+    return {"flow_run_id": str(flow_run_id), **run_input}

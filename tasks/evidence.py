@@ -1,0 +1,360 @@
+"""Evidence capture: the collector plan, the wrapper every collector runs in, HTTP collectors, upload.
+
+Every collector writes one bundle file through redaction (`EvidenceFile`) and returns
+its manifest record. On failure it still closes (and hashes) what it wrote, then raises
+an error whose message is already redacted — Prefect logs exception messages, so an
+unredacted stderr tail must never reach `raise` — carrying the record for the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError as BotoClientError
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel, ConfigDict
+
+from remediation import connect
+from remediation.bundle import (
+    CollectorRecord,
+    EvidenceFile,
+    UploadRecord,
+    evidence_root,
+    load_manifest,
+    now,
+    pending_bundles,
+    upload_bundle,
+)
+from remediation.clients._http import HttpSeam, health_of, make_http_client
+from remediation.clients.evidence_store import make_s3_client, map_boto_error
+from remediation.errors import BadInputError, ClientError, CommandFailedError, PermanentError, RetryableError
+from remediation.evidence_profile import EvidenceProfile
+from remediation.inventory import Target, load_target
+from remediation.policy import READ_ONLY, SIDE_EFFECT
+from remediation.redact import for_target
+from tasks.prometheus import query_instant
+
+__all__ = [
+    "CollectorFailedError",
+    "CollectorRetryableError",
+    "CollectorSpec",
+    "capture_error_rate",
+    "capture_health",
+    "capture_rabbitmq_queues",
+    "collect",
+    "fetch_manifest",
+    "plan_collectors",
+    "sync_bundles",
+    "sync_evidence_bundles",
+    "upload_evidence_bundle",
+]
+
+_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+#: The task's own timeout backs up the client-level one (SSH, statement, HTTP), which fires first.
+GRACE_S = 15.0
+
+
+class _BackstopTimeoutNotice(logging.Filter):
+    """Drop Prefect's per-task warning that a threaded task's timeout cannot interrupt blocking I/O.
+
+    True, and why every collector enforces its deadline in its client (SSH command timeout,
+    statement_timeout, HTTP timeout); the task timeout is only a backstop. Twelve copies of
+    the warning per run would bury the lines the on-call needs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Timeout of %s seconds configured for this task")
+
+
+logging.getLogger("prefect.task_runs").addFilter(_BackstopTimeoutNotice())
+
+
+class CollectorSpec(BaseModel):
+    """One planned collector: what it reads and where it writes. Built from the inventory only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: str
+    file: str | None
+    what: str
+    timeout_s: float
+    configured: bool = True
+    host: str | None = None
+    argv: list[str] = []
+    params: dict[str, Any] = {}
+
+
+class _CollectorError(Exception):
+    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.record))
+
+
+class CollectorFailedError(_CollectorError, PermanentError):
+    """The collector ran and failed in a way a retry cannot fix; `record` is its manifest entry."""
+
+
+class CollectorRetryableError(_CollectorError, RetryableError):
+    """A timeout or dropped connection: worth another try."""
+
+
+def collect(
+    spec: CollectorSpec, out_dir: str, target: Target, profile: EvidenceProfile,
+    body: Callable[[EvidenceFile], int | None],
+) -> CollectorRecord:
+    """Run `body` against the collector's file; return its record, or raise with a redacted message."""
+    assert spec.file is not None
+    redactor = for_target(target, profile)
+    started = now()
+    out = EvidenceFile(Path(out_dir) / spec.file, redactor)
+    exit_status: int | None = None
+    failure: Exception | None = None
+    try:
+        exit_status = body(out)
+    except Exception as exc:  # recorded in the bundle; never loses what was already written
+        failure = exc
+    finally:
+        size, sha, counts = out.close()
+    if failure is None and exit_status not in (None, 0):
+        failure = CommandFailedError(f"command exited {exit_status}", exit_status)
+    record = CollectorRecord(
+        collector=spec.name, kind=spec.kind, file=spec.file, what=redactor.text(spec.what), status="ok",
+        started_at=started, ended_at=now(), exit_status=exit_status, bytes=size, sha256=sha,
+        redactions=sum(counts.values()), redactions_by_rule=counts,
+    )
+    if failure is None:
+        return record
+    message = redactor.text(f"{type(failure).__name__}: {failure}")
+    if len(message) > 2000:
+        message = message[:2000] + "…"
+    failed = record.model_copy(update={"status": "failed", "error": message}).model_dump(mode="json")
+    kind = CollectorRetryableError if isinstance(failure, RetryableError) else CollectorFailedError
+    raise kind(message, failed) from None
+
+
+def _host_name(target: Target, name: str | None, what: str) -> str:
+    host = name or target.git.deploy_host
+    if host not in target.hosts:
+        raise BadInputError(f"{what} names host {host!r}, not one of {sorted(target.hosts)}")
+    return host
+
+
+def _log_argv(target: Target, host: str, service: str, lines: int) -> list[str]:
+    cfg = target.hosts[host]
+    if not _SERVICE.fullmatch(service):
+        raise BadInputError(f"service name {service!r} is not plain (letters, digits, _ . @ -)")
+    if cfg.log_command == "docker":
+        return ["docker", "logs", *(["--tail", str(lines)] if lines else []), service]
+    if cfg.log_command == "journalctl":
+        return ["journalctl", "-u", service, *(["-n", str(lines)] if lines else []), "--no-pager"]
+    if cfg.log_dir is None:
+        raise BadInputError(f"host {host!r} reads log files but names no log_dir")
+    path = f"{cfg.log_dir.rstrip('/')}/{service}.log"
+    return ["tail", "-n", str(lines), path] if lines else ["cat", path]
+
+
+def plan_collectors(target: Target, profile: EvidenceProfile) -> list[CollectorSpec]:
+    """Every collector the profile asks for, in bundle order; unconfigured systems are listed too."""
+    specs: list[CollectorSpec] = []
+    p = profile
+    gw = str(target.gateway.url).rstrip("/")
+    if p.health.enabled:
+        specs.append(CollectorSpec(name="gateway-health", kind="health", file="gateway-health.json",
+                                   what=" ; ".join(f"GET {gw}{path}" for path in p.health.paths),
+                                   timeout_s=p.health.timeout_s, params={"paths": p.health.paths}))
+    if p.prometheus.enabled:
+        prom = target.prometheus
+        query = p.prometheus.query or (prom.error_rate_query if prom else "")
+        specs.append(CollectorSpec(
+            name="prometheus-error-rate", kind="error-rate", file="prometheus-error-rate.json" if prom else None,
+            what=f"GET {prom.url}api/v1/query query={query}" if prom else "target names no Prometheus",
+            timeout_s=p.prometheus.timeout_s, configured=prom is not None, params={"query": query}))
+    deploy = target.deploy_host
+    if p.git.enabled:
+        specs.append(CollectorSpec(
+            name="host-git", kind="git", file="host-git.txt", host=target.git.deploy_host,
+            what=f"ssh {deploy.user}@{deploy.address}: git -C {deploy.checkout_dir} log -1 ; "
+                 f"git reflog show -n {p.git.reflog_limit}",
+            timeout_s=p.git.timeout_s, params={"limit": p.git.reflog_limit}))
+    if p.service_logs.enabled:
+        host = _host_name(target, p.service_logs.host, "service_logs")
+        cfg = target.hosts[host]
+        for service in p.service_logs.services or cfg.services:
+            argv = _log_argv(target, host, service, p.service_logs.tail_lines)
+            specs.append(CollectorSpec(
+                name=f"logs-{service.lower()}", kind="service-log", file=f"logs-{service.lower()}.log", host=host,
+                argv=argv, what=f"ssh {cfg.user}@{cfg.address}: {' '.join(argv)}",
+                timeout_s=p.service_logs.timeout_s))
+    if p.postgres.enabled:
+        from tasks.database import PG_QUERIES  # the SQL lives with the database tasks
+
+        for key, (summary, _sql) in PG_QUERIES.items():
+            specs.append(CollectorSpec(
+                name=f"pg-{key}", kind="postgres", file=f"pg-{key}.json", what=f"SQL ({target.database.dsn!r}): "
+                f"{summary}", timeout_s=p.postgres.timeout_s,
+                params={"query": key, "threshold_s": p.postgres.long_query_threshold_s,
+                        "limit": p.postgres.max_rows}))
+    for kind, cfg_r in (("redis-info", p.redis), ("redis-bigkeys", p.redis)):
+        specs.append(CollectorSpec(
+            name=kind, kind=kind, file=f"{kind}.txt" if cfg_r else None, configured=cfg_r is not None,
+            what=(f"redis {cfg_r.address}:{cfg_r.port} " + ("INFO" if kind == "redis-info" else
+                  f"SCAN (up to {cfg_r.scan_limit} keys) + MEMORY USAGE")) if cfg_r else "not configured",
+            timeout_s=cfg_r.timeout_s if cfg_r else 1.0))
+    rmq = p.rabbitmq
+    specs.append(CollectorSpec(
+        name="rabbitmq-queues", kind="rabbitmq", file="rabbitmq-queues.json" if rmq else None,
+        configured=rmq is not None, timeout_s=rmq.timeout_s if rmq else 1.0,
+        what=f"GET {str(rmq.url).rstrip('/')}/api/queues" if rmq else "not configured"))
+    if p.disk.enabled:
+        for host in p.disk.hosts or [target.git.deploy_host]:
+            _host_name(target, host, "disk")
+            h = target.hosts[host]
+            specs.append(CollectorSpec(name=f"disk-{host}", kind="command", file=f"disk-{host}.txt", host=host,
+                                       argv=["df", "-P"], what=f"ssh {h.user}@{h.address}: df -P",
+                                       timeout_s=p.disk.timeout_s))
+    for extra in p.extra_commands:
+        host = _host_name(target, extra.host, f"extra command {extra.name}")
+        h = target.hosts[host]
+        specs.append(CollectorSpec(name=f"cmd-{extra.name}", kind="command", file=f"cmd-{extra.name}.txt",
+                                   host=host, argv=extra.argv, what=f"ssh {h.user}@{h.address}: {' '.join(extra.argv)}",
+                                   timeout_s=extra.timeout_s))
+    names = [s.name for s in specs]
+    if len(names) != len(set(names)):
+        raise BadInputError(f"collector names collide in this profile: {sorted(names)}")
+    return specs
+
+
+@task(name="capture-health", **READ_ONLY)
+def capture_health(target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str) -> CollectorRecord:
+    """`GET /health`, `/health/deep`: a 5xx is a finding with its body; unreachable is a failure."""
+    def body(out: EvidenceFile) -> None:
+        timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 2.0))
+        with make_http_client(str(target.gateway.url), timeout=timeout) as client:
+            seam = HttpSeam(client, None, "gateway", None)
+            results = []
+            for path in spec.params["paths"]:
+                result = health_of(seam, path)
+                results.append({"path": path, "http_status": result.http_status, "body": result.body,
+                                "at": now().isoformat()})
+        out.write_json({"gateway": str(target.gateway.url), "checks": results})
+
+    return collect(spec, out_dir, target, profile, body)
+
+
+@task(name="capture-error-rate", **READ_ONLY)
+def capture_error_rate(
+    target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str
+) -> CollectorRecord:
+    assert target.prometheus is not None
+
+    def body(out: EvidenceFile) -> None:
+        with httpx.Client(base_url=str(target.prometheus.url), timeout=spec.timeout_s) as client:  # type: ignore[union-attr]
+            result = query_instant(client, spec.params["query"])
+        out.write_json({"query": spec.params["query"], "at": now().isoformat(), "result": result})
+
+    return collect(spec, out_dir, target, profile, body)
+
+
+@task(name="capture-rabbitmq-queues", **READ_ONLY)
+def capture_rabbitmq_queues(
+    target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str,
+    transport: httpx.BaseTransport | None = None,
+) -> CollectorRecord:
+    """Seed 003: queue depths and consumers from the management API."""
+    cfg = profile.rabbitmq
+    assert cfg is not None
+
+    def body(out: EvidenceFile) -> None:
+        auth = httpx.BasicAuth(cfg.user, cfg.password.resolve().get_secret_value())
+        with make_http_client(str(cfg.url), timeout=httpx.Timeout(cfg.timeout_s), transport=transport) as client:
+            try:
+                resp = client.get("/api/queues", auth=auth)
+            except httpx.TransportError as exc:
+                raise RetryableError(f"rabbitmq unreachable: {type(exc).__name__}") from None
+        if resp.status_code >= 500:
+            raise RetryableError(f"rabbitmq answered {resp.status_code}")
+        if resp.status_code != 200:
+            raise PermanentError(f"rabbitmq answered {resp.status_code}")
+        keep = ("vhost", "name", "state", "messages", "messages_ready", "messages_unacknowledged", "consumers")
+        queues = [{k: q.get(k) for k in keep} for q in resp.json()]
+        queues.sort(key=lambda q: -(q.get("messages") or 0))
+        out.write_json({"url": str(cfg.url), "at": now().isoformat(), "queues": queues})
+
+    return collect(spec, out_dir, target, profile, body)
+
+
+#: Upload is idempotent by itself (identical objects are skipped, the marker is checked under a lock),
+#: so it is never cached: a re-run must look at S3 again. boto retries inside each try as well.
+UPLOAD: dict[str, Any] = {
+    **SIDE_EFFECT, "retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=1),
+    "cache_policy": NO_CACHE, "persist_result": False,
+}
+
+
+@task(name="upload-evidence-bundle", **UPLOAD)
+def upload_evidence_bundle(target: Target, bundle: str) -> UploadRecord:
+    """Upload, stream back and re-hash every object, then mark the bundle uploaded (idempotent)."""
+    store = connect.evidence_store(target)
+    record, _ = upload_bundle(Path(bundle), store, expect_lock=target.evidence.object_lock_days is not None)
+    return record
+
+
+def sync_bundles(root: Path | None = None) -> list[dict[str, Any]]:
+    """Upload every pending bundle under `root` (default: the evidence root); each exactly once."""
+    results: list[dict[str, Any]] = []
+    for directory in pending_bundles(root or evidence_root()):
+        manifest = load_manifest(directory)
+        try:
+            inv = load_target(manifest.target)
+        except ClientError as exc:
+            results.append({"bundle": str(directory), "uploaded": False, "error": str(exc)})
+            continue
+        redactor = for_target(inv)
+        try:
+            record, uploaded_now = upload_bundle(directory, connect.evidence_store(inv),
+                                                 expect_lock=inv.evidence.object_lock_days is not None)
+        except ClientError as exc:
+            results.append({"bundle": str(directory), "uploaded": False, "error": redactor.text(str(exc))})
+            continue
+        results.append({"bundle": str(directory), "uploaded": uploaded_now,
+                        "s3": f"s3://{record.bucket}/{record.prefix}/", "objects": len(record.objects)})
+    return results
+
+
+@task(name="sync-evidence-bundles", **UPLOAD)
+def sync_evidence_bundles(root: str | None = None) -> list[dict[str, Any]]:
+    """Upload bundles that S3 was down for; a bundle already marked uploaded is left alone."""
+    return sync_bundles(Path(root) if root else None)
+
+
+def fetch_manifest(target: Target, key: str, max_bytes: int = 16 * 1024 * 1024) -> bytes:
+    """The bytes of one (small) object, for `evidence verify` to read a manifest from S3."""
+    cfg = target.evidence
+    client = make_s3_client(
+        endpoint_url=str(cfg.endpoint_url) if cfg.endpoint_url else None, region=cfg.region,
+        access_key=cfg.access_key.resolve() if cfg.access_key else None,
+        secret_key=cfg.secret_key.resolve() if cfg.secret_key else None,
+    )
+    try:
+        body = client.get_object(Bucket=cfg.bucket, Key=key)["Body"]
+        try:
+            data = body.read(max_bytes + 1)
+        finally:
+            body.close()
+    except (BotoCoreError, BotoClientError) as exc:
+        raise map_boto_error(exc, f"get s3://{cfg.bucket}/{key}") from None
+    if len(data) > max_bytes:
+        raise PermanentError(f"s3://{cfg.bucket}/{key} is larger than {max_bytes} bytes; not a manifest")
+    return bytes(data)

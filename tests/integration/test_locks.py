@@ -1,0 +1,74 @@
+"""The per-target lock: strict, exclusive, and what happens when its holder is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import pytest
+from prefect import flow
+
+from remediation.locks import LEASE_S, LockBusyError, target_lock
+from sandbox.stack.info import StackInfo
+
+pytestmark = pytest.mark.integration
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from prefect import flow
+    from remediation.locks import target_lock
+
+    @flow
+    def hold(resource: str) -> None:
+        with target_lock("sandbox", resource, wait_s=10):
+            print("held", flush=True)
+            time.sleep(600)
+
+    hold(sys.argv[1])
+""")
+
+
+@flow
+def try_lock(resource: str, wait_s: float) -> float:
+    started = time.monotonic()
+    with target_lock("sandbox", resource, wait_s=wait_s):
+        return time.monotonic() - started
+
+
+def test_a_killed_holders_slot_frees_when_its_lease_lapses(stack: StackInfo) -> None:
+    resource = f"locktest-{uuid.uuid4().hex[:8]}"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, resource], stdout=subprocess.PIPE, text=True,
+                              env=os.environ.copy(), start_new_session=True)
+    try:
+        assert holder.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and holder.stdout.readline().strip() != "held":
+            pass
+        with pytest.raises(LockBusyError, match="another run is acting on sandbox"):
+            try_lock(resource, 2)
+        os.killpg(holder.pid, signal.SIGKILL)  # a crash: no release, no lease renewal
+        holder.wait(10)
+        killed_at = time.monotonic()
+        waited = try_lock(resource, LEASE_S + 60)
+        freed_after = time.monotonic() - killed_at
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+    # Held until the lease lapsed and the server's repossessor (15 s loop) revoked it; not forever.
+    assert waited > 5, "the slot was free right after the crash: the lock held nothing"
+    assert freed_after <= LEASE_S + 30, f"slot freed only after {freed_after:.0f} s"
+
+
+def test_a_missing_limit_is_created_and_strict(stack: StackInfo) -> None:
+    from prefect.client.orchestration import get_client
+
+    resource = f"fresh-{uuid.uuid4().hex[:8]}"
+    assert try_lock(resource, 5) < 5
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(f"rp-sandbox-{resource}")
+    assert limit.limit == 1 and limit.active_slots == 0
