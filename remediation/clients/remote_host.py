@@ -32,6 +32,8 @@ from remediation.errors import (
 
 __all__ = ["CommandResult", "ParamikoHost", "RemoteHost", "build_command"]
 
+#: After the exit status, how long to wait for the channel's EOF.
+_EOF_GRACE_S = 2.0
 _READ = 32 * 1024
 _TAIL = 2000
 
@@ -246,6 +248,7 @@ class ParamikoHost:
         self, channel: paramiko.Channel, out: _Capture, err: _Capture, command: str, deadline: float,
         limit: float,
     ) -> None:
+        exited_at: float | None = None
         while True:
             got = False
             while channel.recv_ready():
@@ -254,8 +257,14 @@ class ParamikoHost:
             while channel.recv_stderr_ready():
                 err.feed(channel.recv_stderr(_READ))
                 got = True
-            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                return
+            drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+            if channel.exit_status_ready():
+                # The exit status can overtake the last data packets: output is complete only at EOF.
+                # A command that leaves a daemon holding its stdout never sends EOF; give it a grace.
+                exited_at = exited_at or time.monotonic()
+                if drained and (channel.eof_received or channel.closed
+                                or time.monotonic() - exited_at > _EOF_GRACE_S):
+                    return
             if time.monotonic() >= deadline:
                 # Closing the channel hangs up on the command; it may still finish on the host.
                 raise RetryableError(
