@@ -43,7 +43,23 @@ def _contain(inc: str, approve: bool = True, **params: object) -> dict[str, obje
     answer(run_id, decision="approve" if approve else "reject", approver="bob", reason="pytest drill")
     run = finish(run_id)
     assert run.state is not None
-    return {"state": run.state, **result(run)}
+    return {"state": run.state, "run_id": run_id, **result(run)}
+
+
+def _approval_records(run_id: object) -> list[dict[str, str]]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    records = []
+    for a in artifacts:
+        if (a.key or "").startswith("approval-"):
+            rows = [line.strip("|").split("|") for line in str(a.data).splitlines()[2:] if line.startswith("|")]
+            records.append({k.strip(): v.strip() for k, v in rows})
+    return records
 
 
 def test_each_lever_applied_then_recovered_in_reverse(stack: StackInfo, deployments: list[str],
@@ -117,6 +133,10 @@ def test_rejected_or_timed_out_changes_nothing(stack: StackInfo, deployments: li
     calm = _levers(stack)
     out = _contain(incident(), approve=False, lever="platform-freeze")
     assert out["outcome"] == "reject" and "nothing changed" in out["state"].message
+    # The decision is on record for the auditor: who, what, why, which plan, when.
+    [record] = _approval_records(out["run_id"])
+    assert (record["decision"], record["approver"], record["reason"]) == ("reject", "bob", "pytest drill")
+    assert record["requested_by"] == "alice" and len(record["plan_hash"]) == 64 and record["decided_at"]
     run = finish(start(CONTAIN, incident_id=incident(), lever="provider-ingress-block", initiated_by="alice",
                        dry_run=False, approval_timeout_s=5))
     assert run.state is not None and run.state.is_completed()

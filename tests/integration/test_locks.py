@@ -59,6 +59,7 @@ def test_a_killed_holders_slot_frees_when_its_lease_lapses(stack: StackInfo) -> 
     finally:
         if holder.poll() is None:
             os.killpg(holder.pid, signal.SIGKILL)
+    print(f"slot held {waited:.1f} s after the crash (lease {LEASE_S:.0f} s)")
     # Held until the lease lapsed and the server's repossessor (15 s loop) revoked it; not forever.
     assert waited > 5, "the slot was free right after the crash: the lock held nothing"
     assert freed_after <= LEASE_S + 30, f"slot freed only after {freed_after:.0f} s"
