@@ -9,5 +9,6 @@ __all__ = ["RUNBOOKS_DIR", "runbook_text"]
 RUNBOOKS_DIR = Path(__file__).resolve().parent.parent / "runbooks"
 
 
-def runbook_text(slug: str) -> str:
-    return (RUNBOOKS_DIR / f"{slug}.md").read_text()
+def runbook_text(flow_name: str) -> str:
+    """`runbooks/<slug>.md`, where the slug is the flow module's name (`capture-evidence` → `capture_evidence`)."""
+    return (RUNBOOKS_DIR / f"{flow_name.replace('-', '_')}.md").read_text()

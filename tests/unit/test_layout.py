@@ -34,7 +34,7 @@ def test_every_entrypoint_imports_and_matches_its_runbook() -> None:
         flow = _load(entry)
         name = slug.replace("_", "-")
         assert flow.name == name == dep["name"], (flow.name, dep["name"])
-        runbook = ROOT / "runbooks" / f"{name}.md"
+        runbook = ROOT / "runbooks" / f"{slug}.md"
         assert runbook.exists(), f"{entry} has no {runbook.name}"
         # The deployment's description in the UI is the runbook text.
         assert flow.description == runbook.read_text()
@@ -46,5 +46,5 @@ def test_every_flow_module_is_deployed_and_every_runbook_has_a_flow() -> None:
     deployed = {Path(d["entrypoint"].partition(":")[0]).stem for d in PREFECT_YAML["deployments"]}
     modules = {p.stem for p in (ROOT / "flows").glob("*.py") if not p.stem.startswith("_")}
     assert modules == deployed
-    runbooks = {p.stem.replace("-", "_") for p in (ROOT / "runbooks").glob("*.md")}
+    runbooks = {p.stem for p in (ROOT / "runbooks").glob("*.md")}
     assert runbooks == modules
