@@ -11,10 +11,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,51 +67,15 @@ def flow_once() -> float:
     return elapsed
 
 
-LARGE = r"""
-import json, sys, time
-from pathlib import Path
-from remediation import connect
-from remediation.inventory import load_target
-from tasks.evidence import plan_collectors
-from tasks.host import capture_host_command
-
-def rss(field):
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1]) * 1024
-
-log_dir, out_dir = sys.argv[1], sys.argv[2]
-real = load_target("sandbox")
-host = real.hosts["deploy"].model_copy(update={"log_dir": log_dir, "services": ["big"]})
-target = real.model_copy(update={"hosts": {"deploy": host}})
-prof = real.evidence_profiles["full-logs"]
-spec = next(s for s in plan_collectors(target, prof) if s.name == "logs-big")
-base = rss("VmRSS:")
-t0 = time.monotonic()
-record = capture_host_command.fn(target, prof, spec, out_dir)
-t1 = time.monotonic()
-connect.evidence_store(target).put_file(f"bench/large/{record.sha256}.log", Path(out_dir) / record.file)
-t2 = time.monotonic()
-print(json.dumps({"base": base, "peak": rss("VmHWM:"), "bytes": record.bytes, "collect_s": t1 - t0,
-                  "upload_s": t2 - t1}))
-"""
-
-
 def large_log(mib: int) -> dict[str, float]:
+    from tests.fixtures.large_log_probe import make_log, run
+
     with tempfile.TemporaryDirectory() as tmp:
         logs, out = Path(tmp) / "logs", Path(tmp) / "out"
         logs.mkdir()
         out.mkdir()
-        line = "2026-11-23 10:00:00,000 INFO POST /api/v1/wallet/deposit 200 player=p-00042 amount=500 ms=3.2\n"
-        block = line * 10_000 + "2026-11-23 10:00:01,000 ERROR auth failed password=planted\n"
-        with (logs / "big.log").open("w") as fh:
-            written = 0
-            while written < mib * 2**20:
-                fh.write(block)
-                written += len(block)
-        proc = subprocess.run([sys.executable, "-c", LARGE, str(logs), str(out)], cwd=ROOT,
-                              capture_output=True, text=True, check=True)
-        return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+        make_log(logs / "big.log", mib * 2**20, "planted")
+        return run(logs, out)
 
 
 def main() -> None:
