@@ -9,7 +9,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
-from remediation.all_clear import AllClearGates, TaskGates
+from flows._gates import FlowGates
+from remediation.all_clear import AllClearGates
 from remediation.approval import plan_hash, request_approval
 from remediation.change_log import read_changes, record_changes
 from remediation.inventory import load_target
@@ -22,8 +23,8 @@ from tasks.admin_api import apply_lever_change, get_lever_state
 from tasks.wallet import check_lever_effect
 
 RUNBOOK = "recover"
-#: Swapped for the verify-round-trip and reconcile flows once they exist; the order stays.
-GATES: AllClearGates = TaskGates()
+#: What each all-clear gate runs; the order of the gates is fixed here.
+GATES: AllClearGates = FlowGates()
 
 
 def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list[AppliedChange]) -> str:

@@ -86,6 +86,10 @@ class GitRepo(Protocol):
     def log_oneline(self, n: int = 20, ref: str = "HEAD") -> list[Commit]: ...
     def show_stat(self, sha: str) -> str: ...
     def show_patch(self, sha: str, max_chars: int = 100_000) -> str: ...
+    def changed_files(self, sha: str) -> list[str]: ...
+    def patch_id(self, sha: str) -> str: ...
+    def message(self, sha: str) -> str: ...
+    def parents(self, sha: str) -> list[str]: ...
     def commit(self, rev: str) -> Commit: ...
     def commit_time(self, sha: str) -> datetime: ...
     def is_ancestor(self, sha: str, ref: str) -> bool: ...
@@ -155,6 +159,25 @@ class CliGitRepo:
             return text[:max_chars] + f"\n… diff truncated at {max_chars} of {len(text)} characters\n"
         return text
 
+    def changed_files(self, sha: str) -> list[str]:
+        out = self._run(["show", "--name-only", "--format=", "--no-color", self.resolve(sha), "--"])
+        return [line for line in out.splitlines() if line]
+
+    def patch_id(self, sha: str) -> str:
+        """The commit's diff identity: the same change re-applied on another parent keeps it, so a
+        revert redone after the remote moved can be checked against the one that was approved."""
+        diff = self._run(["show", "--format=", "--no-color", "--no-ext-diff", self.resolve(sha), "--"])
+        out = self._run(["patch-id", "--stable"], stdin=diff).split()
+        if not out:
+            raise ConflictError(f"git: {sha[:12]} has an empty diff")
+        return out[0]
+
+    def message(self, sha: str) -> str:
+        return self._run(["show", "-s", "--format=%B", self.resolve(sha), "--"])
+
+    def parents(self, sha: str) -> list[str]:
+        return self._run(["show", "-s", "--format=%P", self.resolve(sha), "--"]).split()
+
     def commit_time(self, sha: str) -> datetime:
         return datetime.fromisoformat(self._run(["show", "-s", "--format=%cI", self.resolve(sha), "--"]).strip())
 
@@ -178,7 +201,7 @@ class CliGitRepo:
         full = self.resolve(sha)
         if self._run(["status", "--porcelain", "--untracked-files=no"]).strip():
             raise ConflictError(f"git: {self.workdir} has uncommitted changes; refusing to revert on top of them")
-        parents = self._run(["show", "-s", "--format=%P", full]).split()
+        parents = self.parents(full)
         if len(parents) != 1:
             raise BadInputError(f"git: {full[:12]} has {len(parents)} parents; only a plain commit is reverted")
         proc = self._proc(["revert", "--no-commit", "--no-edit", full])

@@ -197,3 +197,19 @@ def test_clone_of_a_missing_remote_is_permanent_and_hides_credentials(tmp_path: 
     with pytest.raises(PermanentError) as info2:
         CliGitRepo.clone("file://user:hunter2@" + str(tmp_path / "nope.git"), tmp_path / "y")
     assert "hunter2" not in str(info2.value)
+
+
+def test_patch_id_survives_a_revert_redone_on_a_moved_branch(repo: CliGitRepo, remote: Path, tmp_path: Path) -> None:
+    bad = repo.head()
+    assert repo.changed_files(bad) == ["app.py"]
+    first = repo.revert(bad, "Revert bad deploy\n\nIncident: INC-42")
+    assert "Incident: INC-42" in repo.message(first) and f"This reverts commit {bad}." in repo.message(first)
+    # Someone pushes an unrelated commit; the revert redone on top of it is a new commit, same change.
+    other = CliGitRepo.clone(str(remote), tmp_path / "other", "main")
+    commit_file(other.workdir, "hotfix.txt", "x\n", "unrelated hotfix")
+    other.push()
+    again = CliGitRepo.clone(str(remote), tmp_path / "again", "main")
+    second = again.revert(bad, "Revert bad deploy")
+    assert second != first
+    assert again.patch_id(second) == repo.patch_id(first)
+    assert again.patch_id(second) != again.patch_id(again.resolve("HEAD~1"))
