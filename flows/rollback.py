@@ -123,7 +123,6 @@ def rollback(
             plan, summary = again, summary_markdown(incident_id, again)
         else:
             return Failed(message=f"the plan kept changing across {MAX_REPLANS} approvals; nothing applied")
-        approval = cast(Approval, approval)
         result["approval"] = approval.model_dump(mode="json")
         if plan.too_old:
             log.warning("policy override: %s approved reverting a %.1f h old commit: %s",
