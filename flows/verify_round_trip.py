@@ -14,7 +14,7 @@ from remediation.inventory import load_target
 from remediation.params import IncidentId, Initiator, TargetName
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
-from tasks.wallet import check_round_trip
+from tasks.wallet import ROUND_TRIP, check_round_trip
 
 RUNBOOK = "verify-round-trip"
 BrandId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -44,6 +44,7 @@ def verify_round_trip(
     target: TargetName = "sandbox",
     brands: list[BrandId] | None = None,
     initiated_by: Initiator = "unknown",
+    dry_run: bool = False,
 ) -> State:
     """A netted deposit → withdraw → provider bet → settle on each brand's synthetic player; balances
     and ledger rows checked at every step. Read-only in effect: the test money nets to zero."""
@@ -55,6 +56,11 @@ def verify_round_trip(
         raise BadInputError(f"brands {unknown or chosen} have no synthetic player on {inv.name}; "
                             f"choose from {sorted(inv.synthetic_players)}")
     tag_current_run(incident_id, RUNBOOK, inv.name)
+    if dry_run:
+        steps = [f"{kind} {abs(delta)}" for kind, delta in ROUND_TRIP]
+        return Completed(message=f"dry run: would run {', '.join(steps)} on {len(chosen)} synthetic player(s)",
+                         data={"outcome": "dry-run", "players": {b: inv.synthetic_players[b] for b in chosen},
+                               "steps": steps})
     log.info("round trip on %s for %s, requested by %s", ", ".join(chosen), incident_id, initiated_by)
     results = [check_round_trip(inv, brand, incident_id) for brand in chosen]
     create_table_artifact(

@@ -182,7 +182,7 @@ def test_injection_in_any_parameter_fails_validation_before_the_run_body(
     stack: StackInfo, release: Stack, params: dict[str, str],
 ) -> None:
     before = (_remote_head(release), release.host.head())
-    state = rollback(**{"incident_id": incident(), "dry_run": False, **params}, return_state=True)  # type: ignore[arg-type]
+    state = rollback(**{"incident_id": incident(), "dry_run": False, **params}, return_state=True)
     assert state.is_failed() and "alidation" in str(state.message)
     assert (_remote_head(release), release.host.head()) == before
 

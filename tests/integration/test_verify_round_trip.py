@@ -87,3 +87,11 @@ def test_fails_loudly_when_the_wallet_writer_is_wedged_and_passes_once_it_is_not
 def test_a_brand_without_a_synthetic_player_is_refused(platform: StackInfo) -> None:
     state, _ = _run(incident(), brands=["zeta"])
     assert state.is_failed() and "no synthetic player" in str(state.message)
+
+
+def test_dry_run_moves_nothing(platform: StackInfo) -> None:
+    before = _balance(platform, "synthetic-gamma")
+    state, out = _run(incident(), brands=["gamma"], dry_run=True)
+    assert state.is_completed() and out["outcome"] == "dry-run"
+    assert out["players"] == {"gamma": "synthetic-gamma"} and len(out["steps"]) == 5
+    assert _balance(platform, "synthetic-gamma") == before
