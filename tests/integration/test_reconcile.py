@@ -1,0 +1,201 @@
+"""reconcile against the sandbox: drift found exactly, approval bound to the plan, guarded apply under
+live deposits, idempotent re-apply, and a PostgreSQL restart in the middle of an apply."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from remediation.clients.database import PsycopgDatabase
+from remediation.errors import RetryableError
+from remediation.reconcile import Correction, Counters, ReconcilePlan, Scope
+from remediation.resume import answer, wait_for_pause
+from sandbox.faults import drift_on
+from sandbox.stack.core import Stack
+from sandbox.stack.info import StackInfo
+from sandbox.traffic import Traffic, seeded_players
+from tasks.reconcile import APPLICATION, AUDIT_TABLE, apply_plan, plan_from
+from tests.integration.flow_runs import finish, incident, result, start
+
+pytestmark = pytest.mark.integration
+RECONCILE = "reconcile/reconcile"
+
+
+def _books(dsn: str) -> dict[str, tuple[int | None, int]]:
+    """player -> (bucket balance, ledger sum) for every player with either."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT coalesce(b.player_id, s.player_id), b.balance, coalesce(s.total, 0)::bigint"
+            " FROM bucket b FULL JOIN (SELECT player_id, sum(amount) AS total FROM ledger GROUP BY player_id) s"
+            " USING (player_id)"
+        ).fetchall()
+    return {r[0]: (r[1], int(r[2])) for r in rows}
+
+
+def _off(books: dict[str, tuple[int | None, int]]) -> dict[str, int]:
+    return {p: (b or 0) - s for p, (b, s) in books.items() if b != s}
+
+
+def _audit_exists(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (AUDIT_TABLE,)).fetchone()
+    return bool(row and row[0])
+
+
+def _audit_rows(dsn: str, plan_hash: str) -> list[tuple[Any, ...]]:
+    if not _audit_exists(dsn):
+        return []
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT player_id, before, after, approver, flow_run_id FROM rp_reconcile_audit WHERE plan_hash = %s"
+            " ORDER BY player_id", (plan_hash,)).fetchall()
+
+
+def _db(stack: StackInfo) -> PsycopgDatabase:
+    return PsycopgDatabase(stack.platform_dsn, application_name=APPLICATION)
+
+
+def test_drift_found_exactly_then_approved_plan_applied_once_and_books_clean(
+        stack: StackInfo, deployments: list[str], reset_platform: StackInfo) -> None:
+    dsn = stack.platform_dsn.get_secret_value()
+    with psycopg.connect(dsn, autocommit=True) as conn:  # prove the dry-run never creates the audit table
+        conn.execute("DROP TABLE IF EXISTS rp_reconcile_audit")
+    drifted = {d["player_id"]: d["drift"] for d in drift_on(dsn, 4, 1500, seed=7)}
+    drifted |= {d["player_id"]: d["drift"] for d in drift_on(dsn, 2, -250, seed=8)}
+    inc = incident()
+
+    dry = finish(start(RECONCILE, incident_id=inc, initiated_by="alice", dry_run=True))
+    out = result(dry)
+    assert dry.state is not None and dry.state.is_completed(), dry.state
+    assert {c["player_id"]: (c["before"] or 0) - c["after"] for c in out["corrections"]} == drifted
+    assert out["counters"]["mismatched"] == 6 and out["counters"]["total_drift"] == 4 * 1500 + 2 * 250
+    assert out["counters"]["largest_drift"] == 1500 and out["counters"]["players_checked"] == 153
+    assert not _audit_exists(dsn), "a dry-run created the audit table"
+    with (Path(out["evidence"]["bundle"]) / "reconcile-mismatches.csv").open() as fh:
+        assert {r["player_id"]: int(r["drift"]) for r in csv.DictReader(fh)} == drifted
+    assert out["evidence"]["uploaded"], out["evidence"]
+
+    run_id = start(RECONCILE, incident_id=inc, initiated_by="alice", dry_run=False)
+    first = wait_for_pause(run_id)
+    # New drift after the plan was shown: the approval must not count for the new plan.
+    drifted |= {d["player_id"]: d["drift"] for d in drift_on(dsn, 1, 777, seed=9)}
+    shown = answer(run_id, decision="approve", approver="bob", reason="drift from INC drill")
+    second = answer(run_id, decision="approve", approver="bob", reason="new drift included, approved again")
+    assert shown["plan_hash"] != second["plan_hash"], "the changed plan was not shown again"
+    assert first.id == run_id
+    run = finish(run_id)
+    out = result(run)
+    assert run.state is not None and run.state.is_completed(), (run.state.message, out)
+    assert out["plan_hash"] == second["plan_hash"]
+    assert {c["player_id"] for c in out["applied"]} == set(drifted) and not out["skipped"]
+    assert out["after"]["mismatched"] == 0 and "zero mismatches" in (run.state.message or "")
+    assert _off(_books(dsn)) == {}
+    audit = _audit_rows(dsn, out["plan_hash"])
+    assert [(r[0], r[1] - r[2], r[3], r[4]) for r in audit] == sorted(
+        (p, d, "bob", str(run_id)) for p, d in drifted.items())
+
+    # The same plan applied again changes nothing.
+    plan = ReconcilePlan(incident_id=inc, target="sandbox", scope=Scope(),
+                         corrections=[Correction(**c) for c in out["applied"]],
+                         counters=Counters(**out["counters"]), checked_at=datetime.now(UTC))
+    assert plan.hash == out["plan_hash"]
+    before = _books(dsn)
+    again = apply_plan(_db(stack), plan, approver="bob", flow_run_id=None)
+    assert again.applied == [] and again.skipped == [] and sorted(again.already_applied) == sorted(drifted)
+    assert _books(dsn) == before and len(_audit_rows(dsn, plan.hash)) == len(drifted)
+
+    # A clean book: the flow says so and asks nobody.
+    clean = finish(start(RECONCILE, incident_id=inc, initiated_by="alice", dry_run=False))
+    assert clean.state is not None and clean.state.is_completed() and result(clean)["outcome"] == "clean"
+
+
+def test_deposits_during_apply_never_produce_a_wrong_balance(stack: StackInfo, reset_platform: StackInfo) -> None:
+    dsn = stack.platform_dsn.get_secret_value()
+    db = _db(stack)
+    drifted = {d["player_id"]: d["drift"] for d in drift_on(dsn, 60, 900, seed=11)}
+    players = seeded_players()
+    plan = plan_from(db, incident_id=incident(), target="sandbox", scope=Scope())
+    assert {c.player_id: c.drift for c in plan.corrections} == drifted
+    with Traffic(stack.gateway_url, players, workers=6, seed=3) as traffic:
+        # Deposits land between the plan and the apply (so some drifted players moved) and during it.
+        time.sleep(1.0)
+        started = time.monotonic()
+        done = apply_plan(db, plan, approver="bob", flow_run_id=None, chunk_size=1)
+        ended = time.monotonic()
+        time.sleep(0.3)
+    stats = traffic.stats
+    assert stats.ok > 20 and stats.unavailable == 0, stats.as_dict()
+    assert stats.first_ok_at is not None and stats.first_ok_at < started and (stats.last_ok_at or 0) > ended
+    books = _books(dsn)
+    skipped = {s.player_id for s in done.skipped}
+    assert {c.player_id for c in done.applied} | skipped == set(drifted)
+    # Applied players balance exactly; skipped ones keep exactly their drift (nothing overwritten);
+    # every other player is as balanced as the wallet left it.
+    assert _off(books) == {p: drifted[p] for p in skipped}, (done.summary(), stats.as_dict())
+    moved = {p for p in drifted if p in stats.by_player}
+    assert skipped <= moved
+    # The rest: a fresh plan, applied after the traffic stopped, leaves the books clean.
+    rest = plan_from(db, incident_id=plan.incident_id, target="sandbox", scope=Scope(mode="players",
+                                                                                      players=sorted(drifted)))
+    assert {c.player_id for c in rest.corrections} == skipped
+    if rest.corrections:
+        assert len(apply_plan(db, rest, approver="bob", flow_run_id=None).applied) == len(skipped)
+    assert _off(_books(dsn)) == {}
+
+
+def test_postgres_restart_mid_apply_leaves_nothing_half_applied(stack: StackInfo, reset_platform: StackInfo) -> None:
+    dsn = stack.platform_dsn.get_secret_value()
+    db = _db(stack)
+    drifted = {d["player_id"]: d["drift"] for d in drift_on(dsn, 6, 4321, seed=21)}
+    plan = plan_from(db, incident_id=incident(), target="sandbox", scope=Scope(mode="players",
+                                                                                players=sorted(drifted)))
+    assert len(plan.corrections) == 6
+    blocker = sorted(drifted)[3]  # apply corrects three players, then waits on this row's lock
+    holder = psycopg.connect(dsn, application_name="rp-test-row-lock")
+    holder.execute("SELECT 1 FROM bucket WHERE player_id = %s FOR UPDATE", (blocker,))
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = apply_plan(db, plan, approver="bob", flow_run_id=None, chunk_size=1)
+        except Exception as exc:  # the restart kills the connection mid-transaction
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as watch:
+            deadline = time.monotonic() + 20
+            while True:
+                row = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+                    (APPLICATION,)).fetchone()
+                if row and row[0]:
+                    break
+                assert time.monotonic() < deadline, "apply never blocked on the held row"
+                time.sleep(0.05)
+            # Mid-transaction: the first three rows locked and written (uncommitted), blocked on the fourth.
+            done_so_far = watch.execute(
+                "SELECT count(*) FROM bucket WHERE player_id = ANY(%s) AND xmax <> 0", (sorted(drifted)[:3],)
+            ).fetchone()
+            assert done_so_far and done_so_far[0] == 3
+        Stack().pg.restart()
+    finally:
+        worker.join(timeout=60)
+        holder.close()
+    assert isinstance(outcome.get("error"), RetryableError), outcome
+    assert _off(_books(dsn)) == drifted, "half an apply survived the restart"
+    assert _audit_rows(dsn, plan.hash) == []
+    # Re-running the same approved plan completes it.
+    again = apply_plan(db, plan, approver="bob", flow_run_id=None)
+    assert len(again.applied) == 6 and not again.skipped and not again.already_applied
+    assert _off(_books(dsn)) == {}
+    assert len(_audit_rows(dsn, plan.hash)) == 6
+
