@@ -140,6 +140,69 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    """Export an incident for auditors (the audit-export flow's work, run here without a flow run)."""
+    from remediation.audit import export as audit
+    from remediation.connect import evidence_store
+    from remediation.errors import ClientError
+    from remediation.inventory import load_target
+
+    target = load_target(args.target)
+    store = evidence_store(target)
+    try:
+        export = audit.build(target, args.incident_id, store)
+        where = audit.store(export, target, store)
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{export['runs']} run(s), {export['chain_head']['count']} records, head {export['chain_head']['head']}")
+    print(f"stored at {where['local']} and {where['s3']}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Re-check an export: the chain against the head stored in S3, and every evidence object's hash."""
+    import json
+    from pathlib import Path
+
+    from remediation.audit import export as audit
+    from remediation.connect import evidence_store
+    from remediation.errors import ClientError
+    from remediation.inventory import load_target
+    from tasks.evidence import fetch_manifest
+
+    target = load_target(args.target)
+    store = evidence_store(target)
+    try:
+        if args.export.startswith("s3://"):
+            bucket, _, prefix = args.export[len("s3://"):].partition("/")
+            if bucket != target.evidence.bucket:
+                print(f"error: target {target.name} stores evidence in {target.evidence.bucket}", file=sys.stderr)
+                return 2
+            prefix = prefix.strip("/")
+            export = json.loads(fetch_manifest(target, f"{prefix}/{audit.EXPORT}"))
+        else:
+            export = json.loads((Path(args.export) / audit.EXPORT).read_text())
+            prefix = None
+        if prefix is None:  # the head that counts is the one stored beside the evidence
+            from datetime import datetime
+
+            from remediation.bundle import s3_prefix
+
+            generated = datetime.fromisoformat(export["generated_at"])
+            prefix = s3_prefix(target.evidence.prefix, generated, export["incident_id"], Path(args.export).name)
+        head = json.loads(fetch_manifest(target, f"{prefix}/{audit.HEAD}"))
+        problems = audit.verify(target, store, export, head)
+    except (ClientError, OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    print(f"{'FAILED' if problems else 'OK'}: {len(export.get('records', []))} records of "
+          f"{export.get('incident_id')} against chain head {str(head.get('head'))[:16]}…")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remediation.cli")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -165,6 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("bundle")
     verify.add_argument("--target", default=None, help="target whose S3 settings to use (default: the manifest's)")
     verify.set_defaults(func=cmd_evidence_verify)
+    audit = sub.add_parser("audit", help="auditor export of one incident: build and store it, or verify one")
+    au_sub = audit.add_subparsers(dest="audit_cmd", required=True)
+    export = au_sub.add_parser("export", help="gather, seal and store an incident's history beside its evidence")
+    export.add_argument("incident_id")
+    export.add_argument("--target", default="sandbox")
+    export.set_defaults(func=cmd_audit_export)
+    averify = au_sub.add_parser("verify", help="re-check an export (local dir or s3://bucket/prefix)")
+    averify.add_argument("export")
+    averify.add_argument("--target", default="sandbox")
+    averify.set_defaults(func=cmd_audit_verify)
     target = sub.add_parser("target", help="validate a target inventory and print it (secrets as references)")
     target.add_argument("name")
     target.set_defaults(func=cmd_target)
