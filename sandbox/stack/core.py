@@ -16,7 +16,7 @@ from sandbox.config import ROLES, SandboxSettings
 from sandbox.stack.host import DeployHost
 from sandbox.stack.info import StackInfo
 from sandbox.stack.postgres import PostgresCluster
-from sandbox.stack.prefect_server import AlertReceiver, PrefectServer, PrefectWorker
+from sandbox.stack.prefect_server import AlertReceiver, PrefectServer, PrefectWorker, WarmRunnerProcess
 from sandbox.stack.processes import is_running, port_open, stop
 from sandbox.stack.s3 import MotoS3
 from sandbox.stack.services import SERVICES, ServiceRunner
@@ -50,6 +50,7 @@ class Stack:
             prefect_db, prefect_home = None, PROJECT_DIR / ".prefect"
         self.prefect = PrefectServer(prefect_home, s.prefect_port, prefect_db, self.home)
         self.worker = PrefectWorker(self.home, self.prefect.api_url, PROJECT_DIR)
+        self.warm_runner = WarmRunnerProcess(self.home, self.prefect.api_url, PROJECT_DIR)
         self.receiver = AlertReceiver(self.home, self.prefect.api_url, PROJECT_DIR, s.alert_receiver_port)
         self.info_file = self.home / "stack.json"
 
@@ -126,21 +127,24 @@ class Stack:
                 self.ensure_work_pool()
                 self.worker.start(info.env())
                 log("prefect worker: started on pool 'remediation'")
+                self.warm_runner.start(info.env())
+                log("warm runner: started on pool 'remediation-fast'")
                 self.receiver.start({**info.env(), **self.receiver_env()})
                 log(f"alert receiver: http://127.0.0.1:{self.settings.alert_receiver_port}")
         return info
 
     def ensure_work_pool(self) -> None:
-        from sandbox.stack.prefect_server import WORK_POOL, prefect_client_env
+        from sandbox.stack.prefect_server import FAST_POOL, WORK_POOL, prefect_client_env
 
         env = {**_os_environ(), **prefect_client_env(self.home, self.prefect.api_url)}
         prefect = str(Path(sys.executable).with_name("prefect"))
-        have = subprocess.run([prefect, "work-pool", "inspect", WORK_POOL], env=env, capture_output=True)
-        if have.returncode != 0:
-            subprocess.run(
-                [prefect, "work-pool", "create", WORK_POOL, "--type", "process"],
-                env=env, check=True, capture_output=True,
-            )
+        for pool in (WORK_POOL, FAST_POOL):
+            have = subprocess.run([prefect, "work-pool", "inspect", pool], env=env, capture_output=True)
+            if have.returncode != 0:
+                subprocess.run(
+                    [prefect, "work-pool", "create", pool, "--type", "process"],
+                    env=env, check=True, capture_output=True,
+                )
 
     def receiver_env(self) -> dict[str, str]:
         return {"RP_ALERT_TOKEN": self.secrets["alert_token"],
@@ -152,6 +156,8 @@ class Stack:
             log("alert receiver: stopped")
         if self.worker.stop():
             log("prefect worker: stopped")
+        if self.warm_runner.stop():
+            log("warm runner: stopped")
         for name in reversed(SERVICES):
             if stop(run / f"{name}.pid"):
                 log(f"sandbox {name}: stopped")
@@ -182,6 +188,7 @@ class Stack:
             **{f"sandbox-{n}": is_running(run / f"{n}.pid") for n in SERVICES},
             "prefect-server": self.prefect.running(),
             "prefect-worker": self.worker.running(),
+            "warm-runner": self.warm_runner.running(),
             "alert-receiver": self.receiver.running(),
         }
 

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 
-from sandbox.stack.processes import is_running, port_open, start_detached, stop, wait_until
+from sandbox.stack.processes import is_running, port_open, read_pid, start_detached, stop, wait_until
 
-__all__ = ["WORK_POOL", "AlertReceiver", "PrefectServer", "PrefectWorker", "prefect_client_env"]
+__all__ = [
+    "FAST_POOL", "WORK_POOL", "AlertReceiver", "PrefectServer", "PrefectWorker", "WarmRunnerProcess",
+    "prefect_client_env",
+]
 
 WORK_POOL = "remediation"
+#: Served only by the warm runner (`remediation.warm_runner`): capture-evidence, started by alerts.
+FAST_POOL = "remediation-fast"
+#: Modules every warm child imports before its run (the capture collectors' client libraries).
+WARM_PRELOAD = ("boto3", "botocore.session", "paramiko", "psycopg", "httpx", "prefect.task_engine",
+                "prefect.task_runners", "prefect.artifacts", "prefect.results")
 
 
 def prefect_client_env(home: Path, api_url: str) -> dict[str, str]:
@@ -110,6 +120,48 @@ class PrefectWorker:
 
     def stop(self) -> bool:
         return stop(self.pid_file, grace_s=15)
+
+
+class WarmRunnerProcess:
+    """`python -m remediation.warm_runner serve` on the fast pool: warm interpreters, runs found via events."""
+
+    def __init__(self, home: Path, api_url: str, project_dir: Path, *, warm: int = 2) -> None:
+        self.home, self.api_url, self.project_dir, self.warm = home, api_url, project_dir, warm
+        self.pid_file = home / "run" / "warm-runner.pid"
+        self.log_file = home / "logs" / "warm-runner.log"
+
+    def running(self) -> bool:
+        return is_running(self.pid_file)
+
+    def start(self, extra_env: Mapping[str, str]) -> None:
+        if self.running():
+            return
+        env = {**os.environ, **prefect_client_env(self.home, self.api_url), **extra_env}
+        start_detached(
+            [sys.executable, "-m", "remediation.warm_runner", "serve", "--pool", FAST_POOL, "--warm", str(self.warm),
+             "--limit", "8", "--poll-s", "10", "--name", "rp-local-warm-runner", "--preload", *WARM_PRELOAD],
+            pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir,
+        )
+
+    def stop(self) -> bool:
+        """Stop the runner and its warm children (they share its process group); verify the group is gone."""
+        pgid = read_pid(self.pid_file)
+        stopped = stop(self.pid_file, grace_s=15)
+        if pgid is not None and _group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            wait_until(lambda: not _group_alive(pgid), timeout_s=5, what=f"warm runner children (group {pgid}) gone")
+        return stopped
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class AlertReceiver:
