@@ -59,6 +59,8 @@ class RunnerConfig:
     #: A run scheduled up to this far ahead is started now (clock skew between hosts).
     lead_s: float = 1.0
     preload: Sequence[str] = ()
+    #: Written on every change: {"idle", "warming", "running", "pid"} (stack status, tests, bench).
+    status_file: str | None = None
     name: str = field(default_factory=lambda: f"warm-runner-{socket.gethostname()}-{os.getpid()}")
 
 
@@ -71,7 +73,7 @@ class WarmChild:
         self.flow_run_id: UUID | None = None
 
     @classmethod
-    async def spawn(cls, entrypoints: Sequence[str], preload: Sequence[str]) -> WarmChild:
+    async def launch(cls, entrypoints: Sequence[str], preload: Sequence[str]) -> WarmChild:
         argv = [sys.executable, "-m", "remediation.warm_runner", "child"]
         for ep in entrypoints:
             argv += ["--entrypoint", ep]
@@ -80,13 +82,15 @@ class WarmChild:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
         )
-        child = cls(proc, frozenset(entrypoints))
-        assert proc.stdout is not None
-        line = await proc.stdout.readline()
+        return cls(proc, frozenset(entrypoints))
+
+    async def ready(self) -> None:
+        """Wait for the child's `ready` line (its imports done)."""
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
         if line.strip() != b"ready":
-            await child.kill()
-            raise RuntimeError(f"warm child {proc.pid} did not get ready (exit {proc.returncode})")
-        return child
+            await self.kill()
+            raise RuntimeError(f"warm child {self.proc.pid} did not get ready (exit {self.proc.returncode})")
 
     @property
     def alive(self) -> bool:
@@ -123,6 +127,7 @@ class WarmRunner:
         self.claimed: set[UUID] = set()  # this process's claims: skip a duplicate event without an API call
         self.slots = asyncio.Semaphore(config.limit)
         self._warming = 0
+        self._starting: set[WarmChild] = set()  # launched, not yet ready: shutdown kills them too
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stopping = asyncio.Event()
 
@@ -164,18 +169,42 @@ class WarmRunner:
         self._background(self._warm_one())
 
     async def _warm_one(self) -> None:
+        child: WarmChild | None = None
         try:
-            child = await WarmChild.spawn(sorted(set(self.entrypoints.values())), self.config.preload)
+            child = await WarmChild.launch(sorted(set(self.entrypoints.values())), self.config.preload)
+            self._starting.add(child)
+            await child.ready()
+        except asyncio.CancelledError:
+            if child is not None:
+                await child.kill()
+            raise
         except Exception as exc:
+            if self.stopping.is_set():
+                return
             log.error("could not warm a child interpreter: %s", exc)
             await asyncio.sleep(1.0)
             return
         finally:
             self._warming -= 1
+            if child is not None:
+                self._starting.discard(child)
         if self.stopping.is_set():
             await child.kill()
             return
         self.idle.put_nowait(child)
+        self.write_status()
+
+    def write_status(self) -> None:
+        if not self.config.status_file:
+            return
+        import json
+        from pathlib import Path
+
+        path = Path(self.config.status_file)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "idle": self.idle.qsize(), "warming": self._warming,
+                                   "running": [str(i) for i in self.running], "at": time.time()}))
+        tmp.replace(path)
 
     def refill(self) -> None:
         """Top the idle pool up to `warm`, counting children already warming."""
@@ -236,6 +265,7 @@ class WarmRunner:
         self.running[flow_run_id] = child
         await child.start(flow_run_id, entrypoint)
         log.info("run %s (%s): claimed, started in warm child %s", flow_run_id, run.name, child.proc.pid)
+        self.write_status()
         self._background(self._supervise(flow_run_id, child))
         return True
 
@@ -272,6 +302,7 @@ class WarmRunner:
             self.running.pop(flow_run_id, None)
             self.slots.release()
             self.refill()
+            self.write_status()
 
     async def _cancelled(self, flow_run_id: UUID) -> None:
         from prefect.states import Cancelled
@@ -367,6 +398,8 @@ class WarmRunner:
         self.stopping.set()
         while not self.idle.empty():
             await self.idle.get_nowait().kill()
+        for starting in list(self._starting):
+            await starting.kill()
         for child in list(self.running.values()):
             child.terminate()
         deadline = time.monotonic() + grace_s
@@ -397,8 +430,11 @@ def child_main(entrypoints: Sequence[str], preload: Sequence[str]) -> int:
             flows[ep] = load_flow_from_entrypoint(ep, use_placeholder_flow=False)
         except Exception as exc:  # a broken entrypoint must not stop the others; the run reports it
             print(f"warm child: could not preload {ep}: {exc}", file=sys.stderr)
-    proto.write("ready\n")
-    proto.flush()
+    try:
+        proto.write("ready\n")
+        proto.flush()
+    except BrokenPipeError:  # the runner went away while this child warmed
+        return 0
     line = sys.stdin.readline().split()
     if not line:
         return 0
@@ -439,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--poll-s", type=float, default=10.0, help="fallback poll of the pool")
     serve.add_argument("--preload", nargs="*", default=[], help="modules every child imports before a run")
     serve.add_argument("--name", default=None)
+    serve.add_argument("--status-file", default=None, help="JSON with idle/warming/running, kept current")
     child = sub.add_parser("child", help="(internal) one warm interpreter")
     child.add_argument("--entrypoint", action="append", default=[])
     child.add_argument("--preload", action="append", default=[])
@@ -448,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = RunnerConfig(pool=args.pool, warm=args.warm, limit=args.limit, poll_s=args.poll_s,
-                          preload=tuple(args.preload))
+                          preload=tuple(args.preload), status_file=args.status_file)
     if args.name:
         config.name = args.name
     asyncio.run(_serve(config))

@@ -129,6 +129,8 @@ class WarmRunnerProcess:
         self.home, self.api_url, self.project_dir, self.warm = home, api_url, project_dir, warm
         self.pid_file = home / "run" / "warm-runner.pid"
         self.log_file = home / "logs" / "warm-runner.log"
+        #: {"idle", "warming", "running"}: tests and benches wait for idle >= 1.
+        self.status_file = home / "warm-runner.json"
 
     def running(self) -> bool:
         return is_running(self.pid_file)
@@ -139,9 +141,23 @@ class WarmRunnerProcess:
         env = {**os.environ, **prefect_client_env(self.home, self.api_url), **extra_env}
         start_detached(
             [sys.executable, "-m", "remediation.warm_runner", "serve", "--pool", FAST_POOL, "--warm", str(self.warm),
-             "--limit", "8", "--poll-s", "10", "--name", "rp-local-warm-runner", "--preload", *WARM_PRELOAD],
+             "--limit", "8", "--poll-s", "10", "--name", "rp-local-warm-runner", "--status-file", str(self.status_file),
+             "--preload", *WARM_PRELOAD],
             pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir,
         )
+
+    def wait_warm(self, timeout_s: float = 120) -> None:
+        """Block until the runner has a warm interpreter idle (after `up`, children take a few seconds)."""
+        import json
+
+        def warm() -> bool:
+            try:
+                data = json.loads(self.status_file.read_text())
+                return bool(data["idle"] >= 1 and data["pid"] == read_pid(self.pid_file)) and self.running()
+            except (OSError, ValueError, KeyError):
+                return False
+
+        wait_until(warm, timeout_s=timeout_s, what="warm runner idle interpreter", log_file=self.log_file)
 
     def stop(self) -> bool:
         """Stop the runner and its warm children (they share its process group); verify the group is gone."""
