@@ -83,7 +83,7 @@ def seed(dsn: str, players: int, rows: int, drift_every: int) -> int:
             "INSERT INTO ledger (player_id, brand_id, kind, amount, ref, created_at)"
             " SELECT 'p' || lpad(((g - 1) %% %(p)s + 1)::text, 7, '0'), 'alpha', 'deposit', 100 + (g * 7919) %% 90000,"
             "        'r' || g, now() - make_interval(secs => (g %% 604800))"
-            " FROM generate_series(1, %(r)s) g", {"p": players, "r": rows})
+            " FROM generate_series(1::bigint, %(r)s::bigint) g", {"p": players, "r": rows})
         conn.execute("INSERT INTO bucket (player_id, balance) SELECT player_id, sum(amount) FROM ledger"
                      " GROUP BY player_id")
         drifted = conn.execute(
