@@ -80,7 +80,9 @@ def plan_hash(plan: Any) -> str:
 class ApprovalForm(RunInput):
     """The base form; `request_approval` narrows plan_hash and confirm_target to Literals."""
 
-    decision: Literal["approve", "reject"] = Field(description="approve applies the plan shown; reject changes nothing")
+    decision: Literal["approve", "reject", "skip"] = Field(
+        description="approve applies the plan shown; reject changes nothing and ends an incident loop; "
+                    "skip changes nothing and lets the loop go on (say why)")
     approver: str = Field(pattern=r"^[A-Za-z0-9_.@+-]{2,80}$", description="your handle, e.g. alice")
     reason: str = Field(min_length=3, max_length=1000, description="why; it goes into the audit trail")
     confirm_target: str = Field(description="type the target's name to confirm")
@@ -92,7 +94,7 @@ class Approval(BaseModel):
 
     step: str
     target: str
-    decision: Literal["approve", "reject", "timeout", "invalid"]
+    decision: Literal["approve", "reject", "skip", "timeout", "invalid"]
     approver: str | None
     reason: str
     plan_hash: str
@@ -170,7 +172,7 @@ def request_approval(
         log.warning("approval answer refused (%s); asking again", problem)
 
 
-Decision = Literal["approve", "reject", "timeout", "invalid"]
+Decision = Literal["approve", "reject", "skip", "timeout", "invalid"]
 
 
 def _record(

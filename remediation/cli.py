@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 __all__ = ["main"]
+
+
+Decision = Literal["approve", "reject", "skip"]
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -75,8 +78,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
     if not args.approver or not args.reason:
         print("error: --approver and --reason are required to answer", file=sys.stderr)
         return 2
-    done = answer(run_id, decision="reject" if args.reject else "approve", approver=args.approver,
-                  reason=args.reason, wait_s=args.wait)
+    decision: Decision = "reject" if args.reject else "skip" if args.skip else "approve"
+    done = answer(run_id, decision=decision, approver=args.approver, reason=args.reason, wait_s=args.wait)
     print(json.dumps(done))
     return 0
 
@@ -216,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     approve.add_argument("--show", action="store_true", help="print the plan awaiting approval and exit")
     approve.add_argument("--approver")
     approve.add_argument("--reason")
-    approve.add_argument("--reject", action="store_true")
+    choice = approve.add_mutually_exclusive_group()
+    choice.add_argument("--reject", action="store_true", help="change nothing; an incident loop ends here")
+    choice.add_argument("--skip", action="store_true", help="change nothing; an incident loop goes on")
     approve.add_argument("--wait", type=float, default=120, help="seconds to wait for the run to pause")
     approve.set_defaults(func=cmd_approve)
     evidence = sub.add_parser("evidence", help="evidence bundles: upload pending ones, re-verify one")

@@ -140,6 +140,14 @@ class Policy(_Strict):
     reconcile_source_of_truth: Literal["ledger"] = "ledger"
 
 
+class NotificationsConfig(_Strict):
+    #: A Slack incoming-webhook URL (or anything taking its `{"text": ...}` shape); the URL is a secret.
+    status_webhook: SecretRef
+    #: The service name the status templates show (seed 001: "Service: ...").
+    service: str = Field(min_length=1, max_length=120)
+    timeout_s: Seconds = 5.0
+
+
 class Target(_Strict):
     name: str = Field(pattern=NAME)
     environment: str
@@ -155,6 +163,8 @@ class Target(_Strict):
     #: One synthetic test player per brand: verification probes move money only on these.
     synthetic_players: dict[str, str] = {}
     policy: Policy = Policy()
+    #: Where the respond flow posts status updates (SEV1/SEV2: every 30 min and at each state change).
+    notifications: NotificationsConfig | None = None
     #: What capture-evidence collects, by profile name; `default` always exists.
     evidence_profiles: Annotated[dict[str, EvidenceProfile], AfterValidator(_profiles)] = Field(
         default_factory=lambda: {"default": EvidenceProfile()}

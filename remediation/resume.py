@@ -13,12 +13,18 @@ from typing import Any, Literal
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
 
-__all__ = ["answer", "pending_form", "wait_for_pause"]
+__all__ = ["answer", "pending_form", "pending_step", "wait_for_incident_pause", "wait_for_pause"]
 
 
 def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float = 0.5) -> FlowRun:
@@ -35,6 +41,28 @@ def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float =
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {flow_run_id} did not pause within {timeout_s:.0f} s (is {state})")
             time.sleep(poll_s)
+
+
+def wait_for_incident_pause(incident_id: str, *, timeout_s: float = 120, poll_s: float = 0.5,
+                            skip: set[UUID] | None = None) -> FlowRun:
+    """The run of this incident (any flow, subflows included) that waits for a decision now."""
+    deadline = time.monotonic() + timeout_s
+    flt = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"incident:{incident_id}"]),
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+    with get_client(sync_client=True) as client:
+        while True:
+            for run in client.read_flow_runs(flow_run_filter=flt, limit=20):
+                if run.state is not None and run.state.state_details.run_input_keyset and run.id not in (skip or set()):
+                    return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no run of {incident_id} paused for a decision within {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+
+def pending_step(run: FlowRun) -> str:
+    """The step a paused run asks about (its pause key is `<step>-<plan hash>-<attempt>`)."""
+    key = (run.state.state_details.pause_key if run.state is not None else None) or ""
+    return key.rsplit("-", 2)[0]
 
 
 def pending_form(run: FlowRun) -> dict[str, Any]:
@@ -59,7 +87,7 @@ def pending_form(run: FlowRun) -> dict[str, Any]:
 def answer(
     flow_run_id: UUID,
     *,
-    decision: Literal["approve", "reject"],
+    decision: Literal["approve", "reject", "skip"],
     approver: str,
     reason: str,
     plan_hash: str | None = None,

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -142,6 +142,13 @@ def _config_out(row: dict[str, Any]) -> dict[str, Any]:
             "updated_at": iso(row["updated_at"])}
 
 
+STATUS_POSTS_KEPT = 1000
+
+
+class StatusPost(BaseModel):
+    text: str = Field(min_length=1, max_length=40_000)
+
+
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     settings = settings or SandboxSettings()
     auth = TokenAuth(settings.token_roles())
@@ -176,6 +183,19 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    # A stand-in for the on-call channel: takes Slack incoming-webhook posts and shows them back.
+    status_posts: list[dict[str, Any]] = []
+
+    @app.post("/hooks/status")
+    def post_status(body: StatusPost) -> dict[str, bool]:
+        status_posts.append({"at": datetime.now(UTC).isoformat(), "text": body.text})
+        del status_posts[:-STATUS_POSTS_KEPT]
+        return {"ok": True}
+
+    @app.get("/hooks/status")
+    def read_status(_role: Reader) -> list[dict[str, Any]]:
+        return status_posts
 
     @app.get("/api/v1/maintenance")
     def get_maintenance(_role: Reader) -> dict[str, Any]:

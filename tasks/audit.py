@@ -11,7 +11,10 @@ from remediation.audit import export as audit
 from remediation.inventory import Target
 from remediation.policy import READ_ONLY
 
-__all__ = ["build_audit_export", "store_audit_export", "verify_audit_export"]
+__all__ = [
+    "build_audit_export", "read_incident_history", "store_audit_export", "store_incident_document",
+    "verify_audit_export",
+]
 
 
 @task(name="build-audit-export", **READ_ONLY)
@@ -28,3 +31,33 @@ def store_audit_export(target: Target, export: dict[str, Any]) -> dict[str, Any]
 @task(name="verify-audit-export", **READ_ONLY)
 def verify_audit_export(target: Target, export: dict[str, Any]) -> list[str]:
     return audit.verify(target, connect.evidence_store(target), export, export["chain_head"])
+
+
+@task(name="read-incident-history", **READ_ONLY)
+def read_incident_history(target: Target, incident_id: str) -> list[dict[str, Any]]:
+    """Every run of the incident, as audit records (redacted), oldest first."""
+    from prefect.client.orchestration import get_client
+
+    from remediation.audit.gather import flow_run_records, incident_runs
+    from remediation.redact import for_target
+
+    with get_client(sync_client=True) as client:
+        items = flow_run_records(client, incident_runs(client, incident_id), for_target(target).text)
+    return [{"kind": kind, "data": data} for kind, data in items]
+
+
+@task(name="store-incident-document", **{**READ_ONLY, "retries": 2})
+def store_incident_document(target: Target, incident_id: str, folder: str, filename: str, text: str) -> dict[str, Any]:
+    """A document (e.g. the postmortem) in the incident's evidence: a new local folder and its S3 copy."""
+    from datetime import UTC, datetime
+
+    from remediation.bundle import bundle_dir, evidence_root, s3_prefix
+
+    directory = bundle_dir(evidence_root(), incident_id, folder)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / filename
+    path.write_text(text)
+    store = connect.evidence_store(target)
+    key = f"{s3_prefix(target.evidence.prefix, datetime.now(UTC), incident_id, folder)}/{filename}"
+    stored = store.put_file(key, path)
+    return {"local": str(path), "s3": f"s3://{store.bucket}/{key}", "sha256": stored.sha256_hex}

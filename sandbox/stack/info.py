@@ -56,6 +56,7 @@ class StackInfo(BaseModel):
             "RP_SANDBOX_DB_DSN": self.platform_dsn.get_secret_value(),
             "RP_SANDBOX_S3_ACCESS_KEY": self.s3_access_key.get_secret_value(),
             "RP_SANDBOX_S3_SECRET_KEY": self.s3_secret_key.get_secret_value(),
+            "RP_SANDBOX_STATUS_WEBHOOK": f"{self.admin_url}/hooks/status",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 

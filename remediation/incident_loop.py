@@ -1,0 +1,163 @@
+"""Bookkeeping for the respond flow: run each step, decide whether the loop goes on, tell the channel.
+
+A step's subflow answers with its final state and, in its data, an `outcome`: `skip` (the approver
+skipped it, with a reason) lets the loop go on; `reject` or `timeout` ends it safely there,
+with the system as that step found it; a failed step ends it unless the step is marked
+`must_pass=False` (recover's books gate, which reconcile exists to fix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.states import State
+
+from remediation.inventory import Target
+from remediation.status import PeriodicUpdates, initial_text, resolved_text, sender_for, update_text
+
+__all__ = ["Loop", "Step"]
+
+_STATUS_AFTER = {"contain": "Identified", "rollback": "Monitoring", "recover": "Monitoring", "reconcile": "Monitoring"}
+
+
+@dataclass
+class Step:
+    name: str
+    call: Callable[[], State]
+    risky: bool = True
+    must_pass: bool = True
+    #: Skip without asking, for this reason (e.g. no lever chosen).
+    skip_reason: str | None = None
+
+
+def _data(state: State) -> dict[str, Any]:
+    try:
+        data = state.result(raise_on_failure=False)
+    except Exception as exc:  # a crashed subflow has no readable result; its message says why
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return data if isinstance(data, dict) else {}
+
+
+class Loop:
+    def __init__(self, target: Target, incident_id: str, severity: str, title: str, impact: str,
+                 interval_s: float) -> None:
+        self.target, self.incident_id, self.severity = target, incident_id, severity
+        self.title, self.impact, self.interval_s = title, impact, interval_s
+        self.rows: list[dict[str, Any]] = []
+        self.results: dict[str, dict[str, Any]] = {}
+        self.stopped_at: str | None = None
+        self.stop_reason = ""
+        self.stopped_safely = False
+        self.status = "Investigating"
+        self.started = datetime.now(UTC)
+        self._sender = sender_for(target)
+        self._periodic: PeriodicUpdates | None = None
+        self.updates_sent = 0
+        service = target.notifications.service if target.notifications else target.description or target.name
+        self.service = service
+
+    @property
+    def _every_min(self) -> float | None:
+        return self.interval_s / 60 if self.severity in ("SEV1", "SEV2") else None
+
+    def _send(self, text: str) -> None:
+        if self._sender.send(text):
+            self.updates_sent += 1
+
+    def _progress(self) -> str:
+        return "; ".join(f"{r['step']}: {r['outcome']}" for r in self.rows) or "acknowledged"
+
+    def _update(self) -> str:
+        remaining = [s for s in ("contain", "rollback", "recover", "reconcile") if s not in self.results]
+        return update_text(self.severity, self.service, self.incident_id, self.status, self.impact,
+                           self._progress(), ", ".join(remaining) or "postmortem", self._every_min)
+
+    def start(self, who: str) -> None:
+        self._send(initial_text(self.severity, self.service, self.incident_id, self.impact, self._every_min))
+        if self._every_min is not None:
+            self._periodic = PeriodicUpdates(self.interval_s, self._update, self._sender)
+            self._periodic.start()
+        get_run_logger().info("status updates: %s", f"every {self.interval_s:g} s and at each step"
+                              if self._every_min else "at each step (SEV3/SEV4: no periodic updates)")
+
+    def run(self, step: Step) -> bool:
+        """Run one step; False when the loop must stop here."""
+        log = get_run_logger()
+        if step.skip_reason:
+            return self._record(step, "skipped", step.skip_reason, go_on=True)
+        log.info("step %s", step.name)
+        state = step.call()
+        data = _data(state)
+        self.results[step.name] = {"state": state.type.value, "message": state.message, **data}
+        outcome = str(data.get("outcome") or state.type.value.lower())
+        approval = data.get("approval") if isinstance(data.get("approval"), dict) else None
+        if outcome == "skip":
+            why = f"skipped by {approval['approver']}: {approval['reason']}" if approval else str(state.message)
+            return self._record(step, "skipped", why, go_on=True)
+        if outcome in ("reject", "timeout"):
+            self.stopped_at, self.stopped_safely = step.name, True
+            who = f" by {approval['approver']}" if approval and approval.get("approver") else ""
+            self.stop_reason = f"{outcome}{who}" + (f" ({approval['reason']})" if approval else "")
+            return self._record(step, outcome, f"{state.message}", go_on=False)
+        if not state.is_completed():
+            if step.must_pass:
+                self.stopped_at, self.stop_reason = step.name, f"{step.name} failed: {state.message}"
+                return self._record(step, "failed", str(state.message), go_on=False)
+            return self._record(step, "failed (loop goes on)", str(state.message), go_on=True)
+        self.status = _STATUS_AFTER.get(step.name, self.status)
+        return self._record(step, outcome, str(state.message), go_on=True)
+
+    def _record(self, step: Step, outcome: str, message: str, *, go_on: bool) -> bool:
+        self.rows.append({"step": step.name, "outcome": outcome, "message": message[:500],
+                          "at": datetime.now(UTC).isoformat()})
+        get_run_logger().info("step %s: %s — %s", step.name, outcome, message[:300])
+        self._send(self._update())
+        return go_on
+
+    def all_clear(self) -> bool:
+        recovered = self.results.get("recover", {})
+        reconciled = self.results.get("reconcile", {})
+        round_trip = recovered.get("round_trip")
+        return (self.stopped_at is None and isinstance(round_trip, dict) and bool(round_trip.get("ok"))
+                and reconciled.get("state") == "COMPLETED" and reconciled.get("outcome") in ("clean", "applied"))
+
+    def outcome(self, dry_run: bool) -> str:
+        """One line on how the loop ended, for the postmortem (which runs before this run is final)."""
+        return " ".join(self._outcome(dry_run).split())[:600]
+
+    def _outcome(self, dry_run: bool) -> str:
+        if self.stopped_at is not None:
+            how = "safely, with the system as that step found it" if self.stopped_safely else "— escalate"
+            return f"loop ended at {self.stopped_at}: {self.stop_reason} {how}"[:600]
+        if dry_run:
+            return "dry run: every step shown, nothing changed"
+        if self.all_clear():
+            return "all-clear: round trip passed and reconciliation clean; " + self._progress()[:400]
+        return ("loop done but NOT all-clear: " + self.why_not_clear())[:600]
+
+    def why_not_clear(self) -> str:
+        recovered, reconciled = self.results.get("recover", {}), self.results.get("reconcile", {})
+        return f"recover: {recovered.get('message')}; reconcile: {reconciled.get('message')}"
+
+    def finish(self) -> None:
+        if self._periodic is not None:
+            self._periodic.stop()
+            self.updates_sent += len(self._periodic.sent)
+        minutes = (datetime.now(UTC) - self.started).total_seconds() / 60
+        if self.all_clear():
+            rollback = self.results.get("rollback", {})
+            plan = rollback.get("plan") if isinstance(rollback.get("plan"), dict) else None
+            root = f"commit {plan['bad']['sha'][:12]} \"{plan['bad']['subject']}\"" if plan and rollback.get(
+                "revert") else "see postmortem"
+            self.status = "Resolved"
+            self._send(resolved_text(self.severity, self.service, self.incident_id, f"{minutes:.0f} min", root,
+                                     self._progress(), "the postmortem deadline (see the postmortem draft)"))
+        else:
+            self._send(self._update())
+
+    def table(self) -> list[dict[str, Any]]:
+        return list(self.rows)

@@ -1,0 +1,55 @@
+"""The postmortem draft: deadlines in business days, a timeline from recorded states and approvals."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from remediation.postmortem import business_days_after, due_date, render_postmortem, timeline
+
+
+def _run(flow: str, start: str, end: str, final: str = "COMPLETED", message: str = "", **result: Any) -> dict[str, Any]:
+    return {"kind": "flow-run", "data": {
+        "flow": flow, "parameters": {"initiated_by": result.pop("who", "alice"), "severity": "SEV1"},
+        "states": [{"at": start, "type": "RUNNING", "name": "Running", "message": None},
+                   {"at": end, "type": final, "name": final.title(), "message": message}],
+        "final": {"type": final, "name": final.title(), "message": message}, "result": result or None}}
+
+
+RECORDS = [
+    _run("capture-evidence", "2026-11-20T09:00:05+00:00", "2026-11-20T09:00:09+00:00", who="alert:ab12",
+         message="bundle uploaded", s3="s3://b/p/"),
+    _run("rollback", "2026-11-20T09:05:00+00:00", "2026-11-20T09:06:00+00:00", message="health is back",
+         plan={"bad": {"sha": "a" * 40, "subject": "gateway: config", "author": "Dev"}, "bad_age_hours": 2.5,
+               "host": "root@h:22"}, revert={"sha": "b" * 40}),
+    {"kind": "approval", "data": {"data": "| field | value |\n|---|---|\n| step | rollback |\n| decision | approve |\n"
+                                          "| approver | bob |\n| reason | bad deploy |\n"
+                                          "| decided_at | 2026-11-20T09:05:30+00:00 |\n"}},
+]
+
+
+def test_deadlines_count_business_days_from_the_incident_day() -> None:
+    assert business_days_after(date(2026, 11, 20), 5) == date(2026, 11, 27)  # a Friday: skips the weekend
+    assert due_date("SEV1", date(2026, 11, 20)) == date(2026, 11, 27)
+    assert due_date("SEV2", date(2026, 11, 20)) == date(2026, 12, 4)
+    assert due_date("SEV3", date(2026, 11, 20)) is None
+
+
+def test_the_timeline_is_in_time_order_from_states_and_approvals() -> None:
+    events = timeline(RECORDS)
+    assert [e[0] for e in events] == sorted(e[0] for e in events)
+    texts = [e[1] for e in events]
+    assert texts[0] == "alert fired (alert:ab12); evidence capture auto-started"
+    assert "approval approve: rollback by bob (bad deploy)" in texts
+    assert any(t.startswith(f"rollback: reverted `{'a' * 12}` with `{'b' * 12}`") for t in texts)
+
+
+def test_the_template_is_filled_from_the_records() -> None:
+    text = render_postmortem("INC-9", "SEV1", "health 500 after deploy", RECORDS, ["alice"], outcome="all-clear")
+    assert text.startswith("# Postmortem: SEV1 health 500 after deploy\n\n## Date\n2026-11-20\n")
+    assert "- 2026-11-20 09:00:05 — alert fired" in text
+    assert 'Commit `aaaaaaaaaaaa` "gateway: config" by Dev (2.5 h old when found)' in text
+    assert "Alert `alert:ab12` started evidence capture" in text
+    assert "## Resolution\nall-clear" in text and "due 2026-11-27" in text
+    for heading in ("## Impact", "## Root Cause", "## Detection", "## Action Items (must have owners + due dates)"):
+        assert heading in text
