@@ -70,7 +70,8 @@ def respond(
         Step("capture-evidence", lambda: capture_evidence(**common, return_state=True), risky=False),
         Step("contain", lambda: contain(**risky, lever=contain_lever, brand_id=brand_id, return_state=True),
              skip_reason=None if contain_lever else "no containment lever chosen"),
-        Step("rollback", lambda: rollback(**risky, bad_commit=bad_commit, return_state=True)),
+        # verify=False: the loop's next step is the round trip itself.
+        Step("rollback", lambda: rollback(**risky, bad_commit=bad_commit, verify=False, return_state=True)),
         Step("verify-round-trip", lambda: verify_round_trip(**common, return_state=True), risky=False,
              must_pass=False),
         # recover's books gate can fail on drift that reconcile is about to fix: not a reason to stop.

@@ -92,24 +92,25 @@ class Loop:
         log.info("step %s", step.name)
         state = step.call()
         data = _data(state)
-        self.results[step.name] = {"state": state.type.value, "message": state.message, **data}
+        message = state.message or ""
+        self.results[step.name] = {"state": state.type.value, "message": message, **data}
         outcome = str(data.get("outcome") or state.type.value.lower())
         approval = data.get("approval") if isinstance(data.get("approval"), dict) else None
         if outcome == "skip":
-            why = f"skipped by {approval['approver']}: {approval['reason']}" if approval else str(state.message)
+            why = f"skipped by {approval['approver']}: {approval['reason']}" if approval else message
             return self._record(step, "skipped", why, go_on=True)
         if outcome in ("reject", "timeout"):
             self.stopped_at, self.stopped_safely = step.name, True
             who = f" by {approval['approver']}" if approval and approval.get("approver") else ""
             self.stop_reason = f"{outcome}{who}" + (f" ({approval['reason']})" if approval else "")
-            return self._record(step, outcome, f"{state.message}", go_on=False)
+            return self._record(step, outcome, message, go_on=False)
         if not state.is_completed():
             if step.must_pass:
-                self.stopped_at, self.stop_reason = step.name, f"{step.name} failed: {state.message}"
-                return self._record(step, "failed", str(state.message), go_on=False)
-            return self._record(step, "failed (loop goes on)", str(state.message), go_on=True)
+                self.stopped_at, self.stop_reason = step.name, f"{step.name} failed: {message}"
+                return self._record(step, "failed", message, go_on=False)
+            return self._record(step, "failed (loop goes on)", message, go_on=True)
         self.status = _STATUS_AFTER.get(step.name, self.status)
-        return self._record(step, outcome, str(state.message), go_on=True)
+        return self._record(step, outcome, message, go_on=True)
 
     def _record(self, step: Step, outcome: str, message: str, *, go_on: bool) -> bool:
         self.rows.append({"step": step.name, "outcome": outcome, "message": message[:500],

@@ -1,0 +1,176 @@
+"""A SEV1 drill on the sandbox, end to end: `python -m sandbox.drill` (the README's main command runs it).
+
+1. Faults: a bad commit is pushed and deployed (`/health` answers 500) and three buckets drift.
+2. Alertmanager's webhook reaches the alert receiver, which auto-starts `capture-evidence`.
+3. The on-call starts `respond` (SEV1) for that incident; a second engineer answers every approval
+   through the same resume API the Prefect UI uses, after reading the plan it shows.
+4. Printed: each step's outcome, the status updates the channel got, the postmortem draft, and the
+   auditor's export with its verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+from uuid import UUID
+
+import httpx
+
+from sandbox.stack.core import Stack
+from sandbox.stack.prefect_server import prefect_client_env
+
+ONCALL, LEAD = "oncall-alice", "lead-bob"
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def _alert(incident_hint: str) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    labels = {"alertname": "WalletDepositErrors", "env": "sandbox", "service": "wallet", "severity": "critical"}
+    return {
+        "version": "4", "status": "firing", "receiver": "remediation", "truncatedAlerts": 0,
+        "groupKey": f'{{}}/{{env="sandbox"}}:{{alertname="WalletDepositErrors",drill="{incident_hint}"}}',
+        "groupLabels": {"alertname": "WalletDepositErrors"}, "commonLabels": labels,
+        "commonAnnotations": {"summary": "Deposit error rate above 5% for 5 minutes"},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": [{"status": "firing", "labels": {**labels, "instance": "gateway-1"},
+                    "annotations": {"summary": "Deposit error rate above 5% for 5 minutes"},
+                    "startsAt": now, "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://127.0.0.1:9090/",
+                    "fingerprint": uuid.uuid4().hex[:16]}],
+    }
+
+
+def _wait_final(run_id: UUID, timeout_s: float) -> Any:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} not finished after {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+
+def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) -> Any:
+    """Answer each pause of the incident as the second engineer, until the respond run is final."""
+    from prefect.client.orchestration import get_client
+
+    from remediation.resume import answer, pending_form, pending_step, wait_for_incident_pause
+
+    answered: set[tuple[UUID, str | None]] = set()
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(respond_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            try:
+                paused = wait_for_incident_pause(incident_id, timeout_s=2, poll_s=0.5)
+            except TimeoutError:
+                continue
+            key = (paused.id, paused.state.state_details.pause_key if paused.state else None)
+            if key in answered:
+                time.sleep(0.5)
+                continue
+            answered.add(key)
+            step = pending_step(paused)
+            plan = str(pending_form(paused)["description"] or "")
+            print(f"\n-- {LEAD} reviews `{step}` ({paused.name}):")
+            print("   " + "\n   ".join(plan.splitlines()[:14]))
+            answer(paused.id, decision="approve", approver=LEAD, reason=f"SEV1 drill: {step} reviewed")
+            print(f"-- {LEAD}: approve")
+    raise TimeoutError(f"respond {respond_id} not finished after {timeout_s:.0f} s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.drill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds the whole drill may take")
+    parser.add_argument("--status-interval", type=float, default=30, help="SEV1 periodic status update, seconds")
+    args = parser.parse_args(argv)
+
+    st = Stack()
+    info = st.loaded_info()
+    os.environ.update({**prefect_client_env(st.home, info.prefect_api_url), **info.env()})
+    from prefect.deployments import run_deployment
+
+    from remediation.audit import export as audit
+    from remediation.bundle import evidence_root
+    from remediation.connect import evidence_store
+    from remediation.inventory import load_target
+    from sandbox import faults
+
+    started = time.monotonic()
+    say("1. faults: a bad commit deployed, three buckets drifted")
+    bad = st.bad_deploy()
+    health = httpx.get(f"{info.gateway_url}/health", timeout=5)
+    print(f"deployed {bad[:12]}; GET /health → {health.status_code} {health.json().get('error', '')}")
+    drifted = faults.drift_on(info.platform_dsn.get_secret_value(), players=3, amount=1500)
+    print("drifted: " + ", ".join(f"{d['player_id']} {d['drift']:+d}" for d in drifted))
+
+    say("2. Alertmanager → alert receiver → capture-evidence (auto-started, read-only)")
+    token = st.receiver_env()["RP_ALERT_TOKEN"]
+    posted = time.monotonic()
+    receiver = st.settings.url(st.settings.alert_receiver_port)
+    reply = httpx.post(f"{receiver}/alerts/alertmanager", json=_alert(uuid.uuid4().hex[:8]),
+                       headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    if reply.status_code != 202:
+        print(f"alert receiver answered {reply.status_code}: {reply.text}", file=sys.stderr)
+        return 1
+    body = reply.json()
+    incident_id, capture_ids = body["incident_id"], body["flow_run_ids"]
+    print(f"202 in {1000 * (time.monotonic() - posted):.0f} ms: incident {incident_id}, run {capture_ids}")
+    capture = _wait_final(UUID(capture_ids[0]), 300)
+    print(f"capture-evidence {capture.state.name} after {time.monotonic() - posted:.1f} s: {capture.state.message}")
+
+    say(f"3. respond SEV1 started by {ONCALL}; {LEAD} approves each risky step")
+    respond = cast(Any, run_deployment(
+        "respond/respond", timeout=0, parameters={
+            "incident_id": incident_id, "severity": "SEV1", "title": "deposits failing after a deploy",
+            "impact": "gateway health 500; balances drifted", "initiated_by": ONCALL, "dry_run": False,
+            "contain_lever": "deposit-halt", "status_interval_s": args.status_interval, "approval_timeout_s": 600,
+        }))
+    run = _approve_until_done(incident_id, respond.id, args.timeout - (time.monotonic() - started))
+    result = run.state.result(raise_on_failure=False) if run.state else {}
+    print(f"\nrespond: {run.state.name} — {run.state.message}")
+    for row in (result or {}).get("steps", []):
+        print(f"  {row['step']:<18} {row['outcome']:<22} {row['message'][:90]}")
+
+    say("4. the channel, the postmortem, the audit export")
+    viewer = info.admin_tokens["viewer"].get_secret_value()
+    posts = [p for p in httpx.get(f"{info.admin_url}/hooks/status", headers={"Authorization": f"Bearer {viewer}"},
+                                  timeout=5).json() if incident_id in p["text"]]
+    print(f"{len(posts)} status update(s) posted; the last one:\n")
+    print("   " + "\n   ".join(posts[-1]["text"].splitlines()) if posts else "   (none)")
+    print("\n" + str((result or {}).get("postmortem", "")))
+    target = load_target("sandbox")
+    store = evidence_store(target)
+    export = audit.build(target, incident_id, store)
+    where = audit.store(export, target, store)
+    problems = audit.verify(target, store, export, export["chain_head"])
+    print(f"\naudit export: {export['runs']} runs, {export['chain_head']['count']} records, "
+          f"chain head {export['chain_head']['head'][:16]}…")
+    print(f"report: {where['local']}/report.md  (also {where['s3']})")
+    print(f"verification: {'OK' if not problems else 'FAILED: ' + '; '.join(problems)}")
+    pm = sorted(p for p in (evidence_root() / incident_id).glob("postmortem-*/postmortem.md"))
+    if pm:
+        print(f"\n--- {pm[-1]} ---\n{pm[-1].read_text()}")
+    ok = run.state is not None and run.state.is_completed() and not problems
+    say(f"drill {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s "
+        f"(Prefect UI: {info.prefect_api_url.removesuffix('/api')})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
