@@ -1,4 +1,4 @@
-"""The all-clear gates recover runs (seed 000): the verify-round-trip flow, then the books check.
+"""The all-clear gates recover runs (seed 000): the verify-round-trip flow, then a clean reconcile dry-run.
 
 The round trip runs as a subflow, so its step table is an artifact of its own run and auditors
 find it under the incident's tag like any other verification.
@@ -25,7 +25,7 @@ class FlowGates(AllClearGates):
         return {**data, "ok": bool(data.get("ok")), "message": state.message}
 
     def books(self, target: Target, incident_id: str) -> dict[str, Any]:
-        from tasks.ledger import check_books_balanced
+        from tasks.reconcile import reconcile_dry_run
 
-        result = check_books_balanced(target)
-        return {"ok": bool(result["clean"]), **result}
+        # The reconcile flow's own set-based comparison, over everyone: clean books, or not all-clear.
+        return reconcile_dry_run(target)

@@ -66,7 +66,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     CONSTRAINT ledger_round_once UNIQUE (kind, round_id)
 );
 
-CREATE INDEX IF NOT EXISTS ledger_player_idx ON ledger (player_id);
+-- Covering: a player's ledger sum is read from the index alone (reconcile over a list of players).
+DROP INDEX IF EXISTS ledger_player_idx;
+CREATE INDEX IF NOT EXISTS ledger_player_amount_idx ON ledger (player_id) INCLUDE (amount);
 CREATE INDEX IF NOT EXISTS ledger_created_at_idx ON ledger (created_at);
 
 -- Append-only: corrections are new `adjustment` rows. Statement-level so even a

@@ -100,20 +100,27 @@ def test_sev1_loop_on_a_bad_deploy_with_drift_ends_all_clear(
     assert "Postmortem due:" in postmortem and "5 business days" in postmortem
 
 
-def test_a_rejected_contain_ends_the_loop_with_the_system_as_it_was(
-    stack: StackInfo, deployments: list[str], reset_platform: StackInfo,
+def test_a_skipped_step_goes_on_and_a_rejected_one_ends_the_loop_with_the_system_as_it_was(
+    stack: StackInfo, deployments: list[str], reset_platform: StackInfo, release: Stack,
 ) -> None:
     inc = incident()
+    remote_before = release.host.head()
     run_id = start(RESPOND, incident_id=inc, severity="SEV2", title="suspicious deposits", initiated_by="alice",
                    dry_run=False, contain_lever="platform-freeze", approval_timeout_s=300)
-    assert _decide(inc, {"contain": "reject"}, expect=1) == ["contain-platform-freeze"]
+    # Nothing was deployed lately: the last deploy is two days old, so rollback asks for a policy override.
+    steps = _decide(inc, {"contain": "skip", "rollback": "reject"}, expect=2)
+    assert steps == ["contain-platform-freeze", "rollback-override-age"]
     run = finish(run_id, timeout_s=240)
     out = result(run)
     assert run.state is not None and run.state.is_completed(), run.state and run.state.message
-    assert out["stopped_at"] == "contain" and not out["all_clear"]
-    assert [s["step"] for s in out["steps"]] == ["snapshot-context", "capture-evidence", "contain"]
+    assert out["stopped_at"] == "rollback" and not out["all_clear"]
+    assert [(s["step"], s["outcome"]) for s in out["steps"]] == [
+        ("snapshot-context", "completed"), ("capture-evidence", "completed"), ("contain", "skipped"),
+        ("rollback", "reject")]
+    assert out["steps"][2]["message"] == "skipped by bob: drill: skip contain-platform-freeze"
     token = stack.admin_tokens["viewer"].get_secret_value()
     freeze = httpx.get(f"{stack.admin_url}/api/v1/maintenance", headers={"Authorization": f"Bearer {token}"}).json()
-    assert freeze["is_active"] is False
+    assert freeze["is_active"] is False and release.host.head() == remote_before
     postmortem = _artifact(f"postmortem-{inc.lower()}")
-    assert "loop ended at contain: reject by bob" in postmortem and "approval reject" in postmortem
+    assert "loop ended at rollback: reject by bob" in postmortem
+    assert "approval skip: contain-platform-freeze by bob" in postmortem
