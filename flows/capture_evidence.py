@@ -51,7 +51,7 @@ from tasks.evidence import (
     plan_collectors,
     upload_evidence_bundle,
 )
-from tasks.host import capture_host_command, capture_host_git
+from tasks.host import capture_host_command, capture_host_git, close_evidence_hosts
 
 RUNBOOK = "capture-evidence"
 ProfileName = Annotated[
@@ -102,7 +102,10 @@ def capture_evidence(
         .submit(inv, prof, s, str(directory))
         for s in runnable
     }
-    found, _ = settle_all(futures)  # failures are read back per collector, with their records
+    try:
+        found, _ = settle_all(futures)  # failures are read back per collector, with their records
+    finally:
+        close_evidence_hosts()  # the host collectors shared one SSH connection per host
     records = [_record(s, found, futures, directory, redactor) for s in specs]
     for record in records:
         if record.status == "failed":

@@ -67,13 +67,16 @@ class RunnerConfig:
 class WarmChild:
     """One pre-started interpreter, ready for exactly one flow run."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, entrypoints: frozenset[str] = frozenset()) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, entrypoints: frozenset[str] = frozenset(),
+                 code_stamp: float = 0.0) -> None:
         self.proc = proc
         self.entrypoints = entrypoints  # preloaded; any other entrypoint is loaded when its run comes
+        self.code_stamp = code_stamp  # newest project source mtime when this child imported it
         self.flow_run_id: UUID | None = None
 
     @classmethod
     async def launch(cls, entrypoints: Sequence[str], preload: Sequence[str]) -> WarmChild:
+        stamp = code_stamp()
         argv = [sys.executable, "-m", "remediation.warm_runner", "child"]
         for ep in entrypoints:
             argv += ["--entrypoint", ep]
@@ -82,7 +85,7 @@ class WarmChild:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
         )
-        return cls(proc, frozenset(entrypoints))
+        return cls(proc, frozenset(entrypoints), stamp)
 
     async def ready(self) -> None:
         """Wait for the child's `ready` line (its imports done)."""
@@ -143,12 +146,14 @@ class WarmRunner:
         await self._retire_stale()
 
     async def _retire_stale(self) -> None:
-        """Idle children warmed before a deployment appeared lack its entrypoint: replace them."""
+        """Replace idle children that lack a deployment's entrypoint (warmed before it appeared) or
+        hold older code than the checkout now has (a process worker reads the code at each run)."""
         current = frozenset(self.entrypoints.values())
+        stamp = code_stamp()
         keep = []
         while not self.idle.empty():
             child = self.idle.get_nowait()
-            if child.entrypoints >= current and child.alive:
+            if child.entrypoints >= current and child.code_stamp >= stamp and child.alive:
                 keep.append(child)
             else:
                 await child.kill()
@@ -238,8 +243,8 @@ class WarmRunner:
         from prefect.client.schemas.objects import StateType
         from prefect.types._datetime import now
 
-        run = await self.client.read_flow_run(flow_run_id)
-        if run.state is None or run.state.type != StateType.SCHEDULED or run.deployment_id is None:
+        run = await self._read_new_run(flow_run_id)
+        if run is None or run.state is None or run.state.type != StateType.SCHEDULED or run.deployment_id is None:
             return False
         if run.work_pool_name != self.config.pool:
             return False
@@ -268,6 +273,23 @@ class WarmRunner:
         self.write_status()
         self._background(self._supervise(flow_run_id, child))
         return True
+
+    async def _read_new_run(self, flow_run_id: UUID, patience_s: float = 3.0) -> Any:
+        """The run, or None. The server can emit a run's Scheduled event before the transaction that
+        creates it commits (measured: the event often arrives before `create_flow_run` has answered),
+        so a run not found yet is asked for again for a moment."""
+        from prefect.exceptions import ObjectNotFound
+
+        deadline = time.monotonic() + patience_s
+        delay = 0.02
+        while True:
+            try:
+                return await self.client.read_flow_run(flow_run_id)
+            except ObjectNotFound:
+                if time.monotonic() > deadline:
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
 
     async def claim(self, flow_run_id: UUID) -> bool:
         """Propose Pending; only an accepted proposal owns the run (the server arbitrates replicas)."""
@@ -311,6 +333,12 @@ class WarmRunner:
                                              force=True)
 
     async def on_event(self, event: Any) -> None:
+        try:
+            await self._on_event(event)
+        except Exception as exc:  # the poll picks the run up; the stream must keep flowing
+            log.error("event %s for %s: %s: %s", event.event, event.resource.id, type(exc).__name__, exc)
+
+    async def _on_event(self, event: Any) -> None:
         resource_id = str(event.resource.id)
         if not resource_id.startswith("prefect.flow-run."):
             return
@@ -409,6 +437,21 @@ class WarmRunner:
             await child.kill()
         for task in list(self._tasks):
             task.cancel()
+
+
+def code_stamp(root: str = ".") -> float:
+    """The newest mtime of the project's Python sources (cwd, skipping hidden dirs and virtualenvs)."""
+    newest = 0.0
+    stack = [root]
+    while stack:
+        with contextlib.suppress(OSError), os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if not entry.name.startswith(".") and entry.name not in ("node_modules", "__pycache__", "venv"):
+                        stack.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    newest = max(newest, entry.stat().st_mtime)
+    return newest
 
 
 # --- the child interpreter ------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from prefect import task
@@ -17,7 +20,8 @@ from remediation.policy import READ_ONLY
 from tasks.evidence import CollectorSpec, collect
 
 __all__ = [
-    "DeployRecord", "DeployedRevision", "capture_host_command", "capture_host_git", "get_deployed_revision",
+    "DeployRecord", "DeployedRevision", "capture_host_command", "capture_host_git", "close_evidence_hosts",
+    "get_deployed_revision",
 ]
 
 _SEP = "\x1f"
@@ -85,29 +89,68 @@ def get_deployed_revision(target: Target, limit: int = 10) -> DeployedRevision:
 _EVIDENCE_OUTPUT_CAP = 64 * 1024
 
 
-def _evidence_host(target: Target, name: str) -> ParamikoHost:
-    host = target.hosts[name]
-    return ParamikoHost(
-        host.address, host.port, host.user,
-        key_path=host.key.resolve().get_secret_value(), known_hosts_path=str(host.known_hosts),
-        connect_timeout=host.connect_timeout_s, command_timeout=host.command_timeout_s,
-        output_cap_bytes=_EVIDENCE_OUTPUT_CAP,
-    )
+#: Channels one shared connection carries at once (OpenSSH's MaxSessions defaults to 10).
+_CHANNELS_PER_HOST = 8
+
+
+class _SharedHost:
+    def __init__(self, host: ParamikoHost) -> None:
+        self.host = host
+        self.connecting = threading.Lock()
+        self.channels = threading.BoundedSemaphore(_CHANNELS_PER_HOST)
+
+
+_shared: dict[tuple[str, int, str, str, str], _SharedHost] = {}
+_shared_lock = threading.Lock()
+
+
+@contextmanager
+def _evidence_host(target: Target, name: str) -> Iterator[ParamikoHost]:
+    """The host's one SSH connection for this process's collectors, opened by the first to need it.
+
+    A capture runs its host collectors concurrently; each used to pay its own handshake (key
+    exchange and auth are CPU-heavy in paramiko). They now share one connection, one channel
+    each. A connection found dead is reopened; `close_evidence_hosts()` ends them all.
+    """
+    cfg = target.hosts[name]
+    key_path = cfg.key.resolve().get_secret_value()
+    ident = (cfg.address, cfg.port, cfg.user, key_path, str(cfg.known_hosts))
+    with _shared_lock:
+        shared = _shared.get(ident)
+        if shared is None:
+            shared = _shared[ident] = _SharedHost(ParamikoHost(
+                cfg.address, cfg.port, cfg.user, key_path=key_path, known_hosts_path=str(cfg.known_hosts),
+                connect_timeout=cfg.connect_timeout_s, command_timeout=cfg.command_timeout_s,
+                output_cap_bytes=_EVIDENCE_OUTPUT_CAP,
+            ))
+    with shared.channels:
+        with shared.connecting:
+            shared.host.connect()  # no-op while the connection is up
+        yield shared.host
+
+
+def close_evidence_hosts() -> None:
+    """Close every shared evidence connection (end of a capture run)."""
+    with _shared_lock:
+        hosts = list(_shared.values())
+        _shared.clear()
+    for shared in hosts:
+        shared.host.close()
 
 
 def _stream(host: ParamikoHost, argv: list[str], out: EvidenceFile, timeout: float) -> int:
-    """Run argv, writing stdout and stderr (interleaved, as a terminal would show them) to `out`."""
+    """Run argv, writing stdout and stderr (interleaved by whole lines, as a terminal shows them) to `out`."""
     sink_failed: list[BaseException] = []
 
-    def line(text: str) -> None:
+    def lines(text: str) -> None:
         try:
-            out.write(text + "\n")
+            out.write(text)
         except BaseException as exc:
             # The client swallows callback errors to keep its command alive; remember ours.
             sink_failed.append(exc)
             raise
 
-    result = host.run(argv, timeout=timeout, on_output=line)
+    result = host.run(argv, timeout=timeout, on_lines=lines)
     if sink_failed:
         raise sink_failed[0]
     return result.exit_code

@@ -8,6 +8,7 @@ streaming the object back and hashing it (`verify`).
 
 from __future__ import annotations
 
+import base64
 import builtins
 import hashlib
 import hmac
@@ -193,10 +194,15 @@ class S3EvidenceStore:
         if self._lock_days:
             extra["ObjectLockMode"] = self._lock_mode
             extra["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=self._lock_days)
-        try:
-            self._s3.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer)
-        except (BotoCoreError, BotoClientError, S3UploadFailedError) as exc:
-            raise map_boto_error(exc, f"put s3://{self.bucket}/{key}") from None
+        if size < self._transfer.multipart_threshold:
+            stored = self._put_small(key, path, sha, size, extra)
+            if stored is not None:
+                return stored
+        else:
+            try:
+                self._s3.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer)
+            except (BotoCoreError, BotoClientError, S3UploadFailedError) as exc:
+                raise map_boto_error(exc, f"put s3://{self.bucket}/{key}") from None
         stored = self.head(key)
         if stored.size != size or stored.sha256_hex != sha:
             raise RetryableError(
@@ -204,6 +210,28 @@ class S3EvidenceStore:
                 f"sha256 {stored.sha256_hex}, expected {size} / {sha}"
             )
         return stored
+
+    def _put_small(self, key: str, path: Path, sha: str, size: int, extra: dict[str, Any]) -> StoredObject | None:
+        """One PutObject (no transfer manager and its threads per file). botocore sends the body's
+        SHA-256, S3 refuses a body that does not match it and answers with the checksum it stored:
+        that equal to our hash of the file is the read-back, no HEAD needed (the bundle is still
+        streamed back and re-hashed by `verify`). None when the endpoint answered without a
+        checksum (the caller then reads back with HEAD)."""
+        try:
+            with path.open("rb") as body:
+                resp = self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+        except (BotoCoreError, BotoClientError) as exc:
+            raise map_boto_error(exc, f"put s3://{self.bucket}/{key}") from None
+        stored_b64 = resp.get("ChecksumSHA256")
+        if not stored_b64:
+            return None
+        if stored_b64 != base64.b64encode(bytes.fromhex(sha)).decode():
+            raise RetryableError(f"evidence store: s3://{self.bucket}/{key} stored with sha256 (base64) "
+                                 f"{stored_b64}, expected {sha}")
+        return StoredObject(
+            key=key, sha256_hex=sha, size=size, version_id=resp.get("VersionId"),
+            lock_mode=extra.get("ObjectLockMode"), retain_until=extra.get("ObjectLockRetainUntilDate"),
+        )
 
     def verify(self, key: str, expected_sha256: str) -> bool:
         """Stream the object back and hash it; True only if it matches `expected_sha256`."""

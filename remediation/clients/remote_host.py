@@ -110,13 +110,19 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
 
 
 class _Capture:
-    """Keeps the tail of one stream within a byte cap and hands complete lines to a callback."""
+    """Keeps the tail of one stream within a byte cap and hands complete lines to a callback.
 
-    def __init__(self, cap: int, on_line: Callable[[str], None] | None) -> None:
+    `on_line` gets each line (without its newline); `on_lines` gets, per packet received, all the
+    complete lines in it as one string (newlines kept) — far fewer calls for a large log.
+    """
+
+    def __init__(self, cap: int, on_line: Callable[[str], None] | None,
+                 on_lines: Callable[[str], None] | None = None) -> None:
         self._buf = bytearray()
         self._cap = cap
         self.truncated = False
         self._on_line = on_line
+        self._on_lines = on_lines
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
 
@@ -125,17 +131,25 @@ class _Capture:
         if len(self._buf) > self._cap:
             del self._buf[: len(self._buf) - self._cap]
             self.truncated = True
+        if self._on_line is None and self._on_lines is None:
+            return
+        self._pending += self._decoder.decode(data)
+        cut = self._pending.rfind("\n")
+        if cut < 0:
+            return
+        complete, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
+        if self._on_lines is not None:
+            self._emit_lines(complete)
         if self._on_line is not None:
-            self._pending += self._decoder.decode(data)
-            *lines, self._pending = self._pending.split("\n")
-            for line in lines:
+            for line in complete[:-1].split("\n"):
                 self._emit(line)
 
     def finish(self) -> str:
-        if self._on_line is not None:
-            rest = self._pending + self._decoder.decode(b"", final=True)
-            if rest:
-                self._emit(rest)
+        rest = self._pending + self._decoder.decode(b"", final=True) if (self._on_line or self._on_lines) else ""
+        if rest:
+            if self._on_lines is not None:
+                self._emit_lines(rest + "\n")
+            self._emit(rest)
         return self._buf.decode("utf-8", errors="replace")
 
     def _emit(self, line: str) -> None:
@@ -146,6 +160,13 @@ class _Capture:
         except Exception:
             # A broken log sink must not abandon a half-finished rebuild; keep capturing silently.
             self._on_line = None
+
+    def _emit_lines(self, text: str) -> None:
+        assert self._on_lines is not None
+        try:
+            self._on_lines(text)
+        except Exception:
+            self._on_lines = None
 
 
 class ParamikoHost:
@@ -210,12 +231,15 @@ class ParamikoHost:
         cwd: str | None = None,
         timeout: float | None = None,
         on_output: Callable[[str], None] | None = None,
+        on_lines: Callable[[str], None] | None = None,
     ) -> CommandResult:
         """Run one command; a non-zero exit is returned (see `CommandResult.check`), not raised.
 
         `on_output` gets each line of stdout and stderr as it arrives (interleaved, without the
-        newline), e.g. to log a rebuild live; stored output keeps the last `output_cap_bytes`
-        of each stream. A timeout or a dropped connection raises RetryableError.
+        newline), e.g. to log a rebuild live; `on_lines` gets the complete lines of each packet
+        as one string, newlines kept (for streaming a large log to disk); stored output keeps
+        the last `output_cap_bytes` of each stream. A timeout or a dropped connection raises
+        RetryableError.
         """
         command = build_command(argv, cwd)
         limit = self._command_timeout if timeout is None else timeout
@@ -231,7 +255,7 @@ class ParamikoHost:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
             raise RetryableError(f"ssh {self.where}: could not start `{command}`: {exc}") from None
-        out, err = _Capture(self._cap, on_output), _Capture(self._cap, on_output)
+        out, err = _Capture(self._cap, on_output, on_lines), _Capture(self._cap, on_output, on_lines)
         try:
             self._pump(channel, out, err, command, started + limit, limit)
             exit_code = channel.recv_exit_status()
