@@ -13,11 +13,14 @@ import builtins
 import hashlib
 import hmac
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import boto3
+import botocore.loaders
+import botocore.session
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -143,13 +146,33 @@ def make_s3_client(
         retries={"max_attempts": max_attempts, "mode": "standard"},
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
-    # A private session: boto3's default session is not safe to share across task threads.
+    # A private session: boto3's default session is not safe to share across task threads. Its
+    # service-model loader is shared, so only the first client of a process parses S3's JSON models.
+    botocore_session = botocore.session.get_session()
+    botocore_session.register_component("data_loader", _shared_loader())
     session = boto3.session.Session(
         aws_access_key_id=access_key.get_secret_value() if access_key else None,
         aws_secret_access_key=secret_key.get_secret_value() if secret_key else None,
-        region_name=region,
+        region_name=region, botocore_session=botocore_session,
     )
     return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+_loader: Any = None
+_loader_lock = threading.Lock()
+
+
+def _shared_loader() -> Any:
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            _loader = botocore.loaders.create_loader()
+        return _loader
+
+
+def warm_up() -> None:
+    """Parse the S3 service models now (a warm runner's child calls this before its run comes)."""
+    make_s3_client("http://127.0.0.1:9", "us-east-1", SecretStr("warm"), SecretStr("warm"))
 
 
 class S3EvidenceStore:

@@ -22,8 +22,12 @@ WORK_POOL = "remediation"
 #: Served only by the warm runner (`remediation.warm_runner`): capture-evidence, started by alerts.
 FAST_POOL = "remediation-fast"
 #: Modules every warm child imports before its run (the capture collectors' client libraries).
-WARM_PRELOAD = ("boto3", "botocore.session", "paramiko", "psycopg", "httpx", "prefect.task_engine",
-                "prefect.task_runners", "prefect.artifacts", "prefect.results")
+#: The last ones are what Prefect's engine imports lazily during a first run (found by diffing
+#: sys.modules around one capture run).
+WARM_PRELOAD = ("boto3", "botocore.session", "boto3.s3.transfer", "paramiko", "psycopg", "httpx",
+                "prefect.task_engine", "prefect.task_runners", "prefect.artifacts", "prefect.results",
+                "fastapi", "fastapi.encoders", "graphviz", "opentelemetry.metrics", "anyio", "encodings.idna")
+WARM_CALLS = ("remediation.clients.evidence_store:warm_up",)
 
 
 def prefect_client_env(home: Path, api_url: str) -> dict[str, str]:
@@ -142,7 +146,7 @@ class WarmRunnerProcess:
         start_detached(
             [sys.executable, "-m", "remediation.warm_runner", "serve", "--pool", FAST_POOL, "--warm", str(self.warm),
              "--limit", "8", "--poll-s", "10", "--name", "rp-local-warm-runner", "--status-file", str(self.status_file),
-             "--preload", *WARM_PRELOAD],
+             "--preload", *WARM_PRELOAD, "--warm-call", *WARM_CALLS],
             pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir,
         )
 
