@@ -129,12 +129,13 @@ class PrefectWorker:
 class WarmRunnerProcess:
     """`python -m remediation.warm_runner serve` on the fast pool: warm interpreters, runs found via events."""
 
-    def __init__(self, home: Path, api_url: str, project_dir: Path, *, warm: int = 2) -> None:
-        self.home, self.api_url, self.project_dir, self.warm = home, api_url, project_dir, warm
-        self.pid_file = home / "run" / "warm-runner.pid"
-        self.log_file = home / "logs" / "warm-runner.log"
+    def __init__(self, home: Path, api_url: str, project_dir: Path, *, warm: int = 2, pool: str = FAST_POOL,
+                 name: str = "warm-runner") -> None:
+        self.home, self.api_url, self.project_dir, self.warm, self.pool = home, api_url, project_dir, warm, pool
+        self.pid_file = home / "run" / f"{name}.pid"
+        self.log_file = home / "logs" / f"{name}.log"
         #: {"idle", "warming", "running"}: tests and benches wait for idle >= 1.
-        self.status_file = home / "warm-runner.json"
+        self.status_file = home / f"{name}.json"
 
     def running(self) -> bool:
         return is_running(self.pid_file)
@@ -144,7 +145,7 @@ class WarmRunnerProcess:
             return
         env = {**os.environ, **prefect_client_env(self.home, self.api_url), **extra_env}
         start_detached(
-            [sys.executable, "-m", "remediation.warm_runner", "serve", "--pool", FAST_POOL, "--warm", str(self.warm),
+            [sys.executable, "-m", "remediation.warm_runner", "serve", "--pool", self.pool, "--warm", str(self.warm),
              "--limit", "8", "--poll-s", "10", "--name", "rp-local-warm-runner", "--status-file", str(self.status_file),
              "--preload", *WARM_PRELOAD, "--warm-call", *WARM_CALLS],
             pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir,
@@ -175,13 +176,20 @@ class WarmRunnerProcess:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Any live (non-zombie) process left in the process group?"""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pgid, os.WNOHANG)  # the leader may be our own unreaped child
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # /proc/<pid>/stat: pid (comm) state ppid pgrp ... ; comm may hold spaces, so split after ')'.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 class AlertReceiver:

@@ -125,3 +125,33 @@ def test_a_run_is_executed_once_when_two_replicas_get_the_same_event_twice(stack
         assert len(marker.read_text().splitlines()) == 1
 
     asyncio.run(scenario())
+
+
+def test_stopping_the_runner_process_leaves_none_of_its_interpreters(stack: StackInfo, tmp_path: Path) -> None:
+    """What `stack down` relies on: the runner and every warm child share one process group, all gone."""
+    import os
+
+    from sandbox.stack.prefect_server import WarmRunnerProcess, _group_alive
+    from sandbox.stack.processes import read_pid
+
+    asyncio.run(_probe_deployment())
+    runner = WarmRunnerProcess(tmp_path, stack.prefect_api_url, ROOT, warm=1, pool=POOL, name="test-runner")
+    runner.start(stack.env())
+    try:
+        runner.wait_warm(timeout_s=120)
+        pgid = read_pid(runner.pid_file)
+        assert pgid is not None
+        members = [p for p in os.listdir("/proc") if p.isdigit() and _pgid(int(p)) == pgid]
+        assert len(members) >= 2, members  # the runner and its warm child
+    finally:
+        assert runner.stop()
+    assert not runner.running() and not _group_alive(pgid)
+
+
+def _pgid(pid: int) -> int | None:
+    import os
+
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
