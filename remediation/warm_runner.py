@@ -19,7 +19,7 @@ plus the flow's imports cost seconds before the flow function runs. For `capture
   the run proposes Running, logs, results, artifacts and final state are a normal
   deployment run's. The child exits after one run and a new one is warmed in its place;
 * marks a run `Crashed` if its child dies without a final state, and cancels a run the UI
-  cancels (a `prefect.flow-run.Cancelling` event: the child gets SIGTERM, the run `Cancelled`);
+  cancels (a `prefect.flow-run.Cancelling` event: the child is killed, the run `Cancelled`);
 * heartbeats as a worker of the pool, so the UI shows the pool ready.
 
     python -m remediation.warm_runner serve --pool remediation-fast [--warm 2] [--limit 8]
@@ -113,6 +113,10 @@ class WarmChild:
 
     async def wait(self) -> int:
         return await self.proc.wait()
+
+    def kill_now(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
 
     def terminate(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -355,8 +359,11 @@ class WarmRunner:
         if event.event == SCHEDULED:
             await self.consider(flow_run_id)
         elif event.event == CANCELLING and flow_run_id in self.running:
-            log.info("run %s: cancelling; stopping its child", flow_run_id)
-            self.running[flow_run_id].terminate()
+            # SIGKILL, not SIGTERM: on SIGTERM Prefect's engine marks the run Crashed itself, and the
+            # UI's Cancel must end Cancelled. The flow is read-only; its partial bundle stays local
+            # without a manifest and is never uploaded.
+            log.info("run %s: cancelling; killing its child", flow_run_id)
+            self.running[flow_run_id].kill_now()
 
     async def listen(self) -> None:
         """Follow the server's event stream; reconnect with backoff forever (the poll covers gaps)."""

@@ -155,3 +155,35 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def test_cancelling_a_run_from_the_ui_stops_its_child_and_ends_cancelled(stack: StackInfo, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from prefect.states import Cancelling
+
+    from remediation.warm_runner import CANCELLING
+
+    async def scenario() -> None:
+        deployment_id = await _probe_deployment()
+        async with _runners(1) as (runner,), get_client() as client:
+            run = await client.create_flow_run_from_deployment(
+                deployment_id, parameters={"marker": str(tmp_path / "m.txt"), "hold_s": 60})
+            assert await runner.consider(run.id)
+            deadline = time.monotonic() + 60
+            while (await client.read_flow_run(run.id)).start_time is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await client.set_flow_run_state(run.id, Cancelling(), force=True)
+            # The UI's cancel arrives as this event on the stream (fed directly here).
+            event = SimpleNamespace(event=CANCELLING, resource=SimpleNamespace(id=f"prefect.flow-run.{run.id}"))
+            await runner.on_event(event)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state = (await client.read_flow_run(run.id)).state
+                if state is not None and state.is_final():
+                    break
+                await asyncio.sleep(0.2)
+            assert state is not None and state.is_cancelled(), state
+            assert run.id not in runner.running
+
+    asyncio.run(scenario())
