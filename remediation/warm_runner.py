@@ -456,14 +456,15 @@ class WarmRunner:
 
 
 def code_stamp(root: str = ".") -> float:
-    """The newest mtime of the project's Python sources (cwd, skipping hidden dirs and virtualenvs)."""
+    """The newest mtime of the project's Python sources: `*.py` at `root` and in its packages
+    (directories with an `__init__.py`, recursively) — never data such as evidence bundles."""
     newest = 0.0
     stack = [root]
     while stack:
         with contextlib.suppress(OSError), os.scandir(stack.pop()) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    if not entry.name.startswith(".") and entry.name not in ("node_modules", "__pycache__", "venv"):
+                    if not entry.name.startswith(".") and os.path.isfile(os.path.join(entry.path, "__init__.py")):
                         stack.append(entry.path)
                 elif entry.name.endswith(".py"):
                     newest = max(newest, entry.stat().st_mtime)
