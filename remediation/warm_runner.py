@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -69,17 +70,17 @@ class RunnerConfig:
 class WarmChild:
     """One pre-started interpreter, ready for exactly one flow run."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, entrypoints: frozenset[str] = frozenset(),
-                 code_stamp: float = 0.0) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, entrypoints: frozenset[str] = frozenset()) -> None:
         self.proc = proc
         self.entrypoints = entrypoints  # preloaded; any other entrypoint is loaded when its run comes
-        self.code_stamp = code_stamp  # newest project source mtime when this child imported it
+        self.launched_at = time.time()
+        #: The project's source files this child imported (it reports them when ready).
+        self.sources: list[str] = []
         self.flow_run_id: UUID | None = None
 
     @classmethod
     async def launch(cls, entrypoints: Sequence[str], preload: Sequence[str],
                      warm_calls: Sequence[str] = ()) -> WarmChild:
-        stamp = code_stamp()
         argv = [sys.executable, "-m", "remediation.warm_runner", "child"]
         for ep in entrypoints:
             argv += ["--entrypoint", ep]
@@ -90,15 +91,21 @@ class WarmChild:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
         )
-        return cls(proc, frozenset(entrypoints), stamp)
+        return cls(proc, frozenset(entrypoints))
 
     async def ready(self) -> None:
         """Wait for the child's `ready` line (its imports done)."""
         assert self.proc.stdout is not None
         line = await self.proc.stdout.readline()
-        if line.strip() != b"ready":
+        word, _, report = line.strip().partition(b" ")
+        if word != b"ready":
             await self.kill()
             raise RuntimeError(f"warm child {self.proc.pid} did not get ready (exit {self.proc.returncode})")
+        self.sources = list(json.loads(report or b"[]"))
+
+    def stale(self) -> bool:
+        """A source file it imported changed after it was launched (a process worker would run the new code)."""
+        return code_stamp(self.sources) > self.launched_at
 
     @property
     def alive(self) -> bool:
@@ -158,13 +165,13 @@ class WarmRunner:
         """Replace idle children that lack a deployment's entrypoint (warmed before it appeared) or
         hold older code than the checkout now has (a process worker reads the code at each run)."""
         current = frozenset(self.entrypoints.values())
-        stamp = code_stamp()
         keep = []
         while not self.idle.empty():
             child = self.idle.get_nowait()
-            if child.entrypoints >= current and child.code_stamp >= stamp and child.alive:
+            if child.entrypoints >= current and not child.stale() and child.alive:
                 keep.append(child)
             else:
+                log.info("warm child %s retired (new deployment or changed code); warming another", child.proc.pid)
                 await child.kill()
         for child in keep:
             self.idle.put_nowait(child)
@@ -455,20 +462,28 @@ class WarmRunner:
             task.cancel()
 
 
-def code_stamp(root: str = ".") -> float:
-    """The newest mtime of the project's Python sources: `*.py` at `root` and in its packages
-    (directories with an `__init__.py`, recursively) — never data such as evidence bundles."""
+def code_stamp(paths: Sequence[str]) -> float:
+    """The newest mtime among `paths` (a deleted file counts as changed now)."""
     newest = 0.0
-    stack = [root]
-    while stack:
-        with contextlib.suppress(OSError), os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    if not entry.name.startswith(".") and os.path.isfile(os.path.join(entry.path, "__init__.py")):
-                        stack.append(entry.path)
-                elif entry.name.endswith(".py"):
-                    newest = max(newest, entry.stat().st_mtime)
+    for path in paths:
+        try:
+            newest = max(newest, os.stat(path).st_mtime)
+        except OSError:
+            newest = time.time()
     return newest
+
+
+def project_sources(root: str) -> list[str]:
+    """Source files of modules imported so far that live under `root` (the checkout), not the venv."""
+    root = os.path.realpath(root) + os.sep
+    found = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.endswith(".py"):
+            real = os.path.realpath(path)
+            if real.startswith(root) and f"{os.sep}.venv{os.sep}" not in real[len(root) - 1:]:
+                found.append(real)
+    return sorted(set(found))
 
 
 # --- the child interpreter ------------------------------------------------------------------------
@@ -497,7 +512,7 @@ def child_main(entrypoints: Sequence[str], preload: Sequence[str], warm_calls: S
         except Exception as exc:  # a broken entrypoint must not stop the others; the run reports it
             print(f"warm child: could not preload {ep}: {exc}", file=sys.stderr)
     try:
-        proto.write("ready\n")
+        proto.write(f"ready {json.dumps(project_sources(os.getcwd()))}\n")
         proto.flush()
     except BrokenPipeError:  # the runner went away while this child warmed
         return 0
