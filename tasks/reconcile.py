@@ -100,10 +100,17 @@ cmp AS (
   LEFT JOIN LATERAL (SELECT player_id, sum(amount)::bigint AS ledger_sum FROM ledger
                      WHERE player_id = sc.player_id GROUP BY player_id) s ON true)"""
 
-#: The listed players only: index lookups on ledger (player_id) and bucket (primary key).
-SQL_PLAYERS: LiteralString = (
-    "WITH scope AS (SELECT DISTINCT unnest(%(players)s::text[]) AS player_id)," + _SCOPED + _REDUCE
-)
+#: The listed players only: one `= ANY` index scan each on bucket (primary key) and ledger (covering
+#: index, no heap), joined by hash — the planner turns a join against the unnested list into a bucket scan.
+SQL_PLAYERS: LiteralString = """
+WITH scope AS (SELECT DISTINCT unnest(%(players)s::text[]) AS player_id),
+b AS (SELECT player_id, balance FROM bucket WHERE player_id = ANY(%(players)s::text[])),
+s AS (SELECT player_id, sum(amount)::bigint AS ledger_sum FROM ledger WHERE player_id = ANY(%(players)s::text[])
+      GROUP BY player_id),
+cmp AS (
+  SELECT sc.player_id, b.balance, s.ledger_sum,
+         (b.player_id IS NULL AND s.player_id IS NULL) AS absent,""" + _KIND + """
+  FROM scope sc LEFT JOIN b ON b.player_id = sc.player_id LEFT JOIN s ON s.player_id = sc.player_id)""" + _REDUCE
 
 #: Players with a ledger row, or a bucket change (drift leaves no ledger row), inside the window.
 SQL_WINDOW: LiteralString = (
