@@ -24,7 +24,7 @@ from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
 
-__all__ = ["answer", "pending_form", "pending_step", "wait_for_incident_pause", "wait_for_pause"]
+__all__ = ["answer", "pending_form", "pending_step", "wait_for_final", "wait_for_incident_pause", "wait_for_pause"]
 
 
 def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float = 0.5) -> FlowRun:
@@ -40,6 +40,19 @@ def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float =
                 raise RuntimeError(f"run {flow_run_id} ended {state.name} ({state.message}) before pausing")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {flow_run_id} did not pause within {timeout_s:.0f} s (is {state})")
+            time.sleep(poll_s)
+
+
+def wait_for_final(flow_run_id: UUID, *, timeout_s: float = 180, poll_s: float = 0.5) -> FlowRun:
+    """Block until the run reaches a final state (Completed, Failed, Crashed, Cancelled)."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {flow_run_id} still {run.state} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
 

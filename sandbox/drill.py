@@ -48,20 +48,6 @@ def _alert(incident_hint: str) -> dict[str, Any]:
     }
 
 
-def _wait_final(run_id: UUID, timeout_s: float) -> Any:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while True:
-            run = client.read_flow_run(run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} not finished after {timeout_s:.0f} s")
-            time.sleep(0.5)
-
-
 def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) -> Any:
     """Answer each pause of the incident as the second engineer, until the respond run is final."""
     from prefect.client.orchestration import get_client
@@ -109,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from remediation.bundle import evidence_root
     from remediation.connect import evidence_store
     from remediation.inventory import load_target
+    from remediation.resume import wait_for_final
     from sandbox import faults
 
     started = time.monotonic()
@@ -131,8 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = reply.json()
     incident_id, capture_ids = body["incident_id"], body["flow_run_ids"]
     print(f"202 in {1000 * (time.monotonic() - posted):.0f} ms: incident {incident_id}, run {capture_ids}")
-    capture = _wait_final(UUID(capture_ids[0]), 300)
-    print(f"capture-evidence {capture.state.name} after {time.monotonic() - posted:.1f} s: {capture.state.message}")
+    capture = wait_for_final(UUID(capture_ids[0]), timeout_s=300)
+    state = capture.state
+    print(f"capture-evidence {state.name if state else '?'} after {time.monotonic() - posted:.1f} s: "
+          f"{state.message if state else ''}")
 
     say(f"3. respond SEV1 started by {ONCALL}; {LEAD} approves each risky step")
     respond = cast(Any, run_deployment(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, cast
 from uuid import UUID, uuid4
 
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+
+from remediation.resume import wait_for_final
 
 
 def incident() -> str:
@@ -21,15 +21,7 @@ def start(deployment: str, **params: Any) -> UUID:
 
 
 def finish(run_id: UUID, timeout_s: float = 180) -> FlowRun:
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while True:
-            run = client.read_flow_run(run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still {run.state} after {timeout_s:.0f} s")
-            time.sleep(0.5)
+    return wait_for_final(run_id, timeout_s=timeout_s)
 
 
 def result(run: FlowRun) -> dict[str, Any]:
