@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from sandbox.config import SandboxSettings
 from sandbox.stack.info import StackInfo
 from sandbox.stack.prefect_server import prefect_client_env
+
+if TYPE_CHECKING:
+    from sandbox.stack.core import Stack
 
 _SETTINGS = SandboxSettings()
 # Prefect reads its settings from the environment: point every test at the local server
@@ -43,6 +47,16 @@ def reset_platform(stack: StackInfo) -> Iterator[StackInfo]:
     db.reset(stack.platform_dsn.get_secret_value())
     yield stack
     db.reset(stack.platform_dsn.get_secret_value())
+
+
+@pytest.fixture
+def release(stack: StackInfo) -> Iterator[Stack]:
+    """The stack, for tests that change the deploy host's release; seeded history and gateway restored after."""
+    from sandbox.stack.core import Stack
+
+    st = Stack()
+    yield st
+    st.reset_release()
 
 
 @pytest.fixture(scope="session")

@@ -96,59 +96,57 @@ class PrefectServer:
         return stop(self.pid_file, grace_s=15)
 
 
-class PrefectWorker:
-    """`prefect worker start` on the process pool, with the target secrets' env for its flow runs."""
+class _ProjectProcess:
+    """A long-running process of this project talking to the stack's Prefect server: pid-tracked, logged."""
 
-    def __init__(self, home: Path, api_url: str, project_dir: Path) -> None:
-        self.home = home
-        self.api_url = api_url
-        self.project_dir = project_dir
-        self.pid_file = home / "run" / "prefect-worker.pid"
-        self.log_file = home / "logs" / "prefect-worker.log"
+    def __init__(self, home: Path, api_url: str, project_dir: Path, name: str) -> None:
+        self.home, self.api_url, self.project_dir = home, api_url, project_dir
+        self.pid_file = home / "run" / f"{name}.pid"
+        self.log_file = home / "logs" / f"{name}.log"
 
     def running(self) -> bool:
         return is_running(self.pid_file)
 
-    def start(self, extra_env: Mapping[str, str]) -> None:
+    def _launch(self, argv: list[str], extra_env: Mapping[str, str]) -> bool:
+        """Start `argv` unless already running; False when it was."""
         if self.running():
-            return
-        env = dict(os.environ)
-        env.update(prefect_client_env(self.home, self.api_url))
-        env.update(extra_env)
-        prefect = Path(sys.executable).with_name("prefect")
-        start_detached(
-            [str(prefect), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-             "--name", "rp-local-worker", "--limit", "8"],
-            pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir,
-        )
+            return False
+        env = {**os.environ, **prefect_client_env(self.home, self.api_url), **extra_env}
+        start_detached(argv, pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir)
+        return True
 
     def stop(self) -> bool:
         return stop(self.pid_file, grace_s=15)
 
 
-class WarmRunnerProcess:
+class PrefectWorker(_ProjectProcess):
+    """`prefect worker start` on the process pool, with the target secrets' env for its flow runs."""
+
+    def __init__(self, home: Path, api_url: str, project_dir: Path) -> None:
+        super().__init__(home, api_url, project_dir, "prefect-worker")
+
+    def start(self, extra_env: Mapping[str, str]) -> None:
+        prefect = Path(sys.executable).with_name("prefect")
+        self._launch([str(prefect), "worker", "start", "--pool", WORK_POOL, "--type", "process",
+                      "--name", "rp-local-worker", "--limit", "8"], extra_env)
+
+
+class WarmRunnerProcess(_ProjectProcess):
     """`python -m remediation.warm_runner serve` on the fast pool: warm interpreters, runs found via events."""
 
     def __init__(self, home: Path, api_url: str, project_dir: Path, *, warm: int = 2, pool: str = FAST_POOL,
                  name: str = "warm-runner") -> None:
-        self.home, self.api_url, self.project_dir, self.warm, self.pool = home, api_url, project_dir, warm, pool
-        self.pid_file = home / "run" / f"{name}.pid"
-        self.log_file = home / "logs" / f"{name}.log"
+        super().__init__(home, api_url, project_dir, name)
+        self.warm, self.pool = warm, pool
         #: {"idle", "warming", "running"}: tests and benches wait for idle >= 1.
         self.status_file = home / f"{name}.json"
 
-    def running(self) -> bool:
-        return is_running(self.pid_file)
-
     def start(self, extra_env: Mapping[str, str]) -> None:
-        if self.running():
-            return
-        env = {**os.environ, **prefect_client_env(self.home, self.api_url), **extra_env}
-        start_detached(
+        self._launch(
             [sys.executable, "-m", "remediation.warm_runner", "serve", "--pool", self.pool, "--warm", str(self.warm),
              "--limit", "8", "--poll-s", "10", "--name", "rp-local-warm-runner", "--status-file", str(self.status_file),
              "--preload", *WARM_PRELOAD, "--warm-call", *WARM_CALLS],
-            pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir,
+            extra_env,
         )
 
     def wait_warm(self, timeout_s: float = 120) -> None:
@@ -192,25 +190,14 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-class AlertReceiver:
+class AlertReceiver(_ProjectProcess):
     """`python -m remediation.alerts serve` against the stack's Prefect server."""
 
     def __init__(self, home: Path, api_url: str, project_dir: Path, port: int) -> None:
-        self.home, self.api_url, self.project_dir, self.port = home, api_url, project_dir, port
-        self.pid_file = home / "run" / "alert-receiver.pid"
-        self.log_file = home / "logs" / "alert-receiver.log"
-
-    def running(self) -> bool:
-        return is_running(self.pid_file)
+        super().__init__(home, api_url, project_dir, "alert-receiver")
+        self.port = port
 
     def start(self, extra_env: Mapping[str, str]) -> None:
-        if self.running():
-            return
-        env = {**os.environ, **prefect_client_env(self.home, self.api_url), **extra_env}
-        start_detached([sys.executable, "-m", "remediation.alerts", "serve", "--port", str(self.port)],
-                       pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir)
-        wait_until(lambda: port_open("127.0.0.1", self.port), timeout_s=60, what="alert receiver",
-                   log_file=self.log_file)
-
-    def stop(self) -> bool:
-        return stop(self.pid_file, grace_s=15)
+        if self._launch([sys.executable, "-m", "remediation.alerts", "serve", "--port", str(self.port)], extra_env):
+            wait_until(lambda: port_open("127.0.0.1", self.port), timeout_s=60, what="alert receiver",
+                       log_file=self.log_file)

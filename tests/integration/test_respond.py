@@ -3,7 +3,6 @@ resume API, status updates in the channel, all-clear, postmortem; and a rejected
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,13 +18,6 @@ from tests.integration.flow_runs import finish, incident, result, start
 
 pytestmark = pytest.mark.integration
 RESPOND = "respond/respond"
-
-
-@pytest.fixture
-def release(stack: StackInfo) -> Iterator[Stack]:
-    st = Stack()
-    yield st
-    st.reset_release()
 
 
 def _posts(stack: StackInfo, inc: str) -> list[str]:

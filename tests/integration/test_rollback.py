@@ -7,7 +7,6 @@ mid-rebuild retried without pulling twice, a wrong host key refused, bad input r
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,13 +27,6 @@ from tests.integration.flow_runs import finish, incident, result, start
 
 pytestmark = pytest.mark.integration
 ROLLBACK = "rollback/rollback"
-
-
-@pytest.fixture
-def release(stack: StackInfo) -> Iterator[Stack]:
-    st = Stack()
-    yield st
-    st.reset_release()
 
 
 def _git(cwd: Path, *args: str) -> str:
