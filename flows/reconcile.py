@@ -19,14 +19,8 @@ from remediation.reconcile import ApplyResult, ReconcilePlan, Scope
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
 from tasks.evidence import upload_evidence_bundle
-from tasks.reconcile import (
-    CSV_HEADER,
-    apply_corrections,
-    check_ledger_vs_bucket,
-    mismatch_rows,
-    write_csv,
-    write_reconcile_evidence,
-)
+from tasks.reconcile import CSV_HEADER, check_ledger_vs_bucket, mismatch_rows, write_csv, write_reconcile_evidence
+from tasks.reconcile_apply import append_ledger_adjustments, apply_corrections
 
 RUNBOOK = "reconcile"
 #: A plan that keeps changing under the approver is a situation to look at, not to chase.
@@ -44,35 +38,63 @@ def _counters_table(plan: ReconcilePlan) -> list[dict[str, Any]]:
         {"counter": "largest drift (cents)", "value": c.largest_drift},
         {"counter": "missing buckets", "value": c.missing_buckets},
         {"counter": "orphan buckets", "value": c.orphan_buckets},
-        {"counter": "corrections planned", "value": len(plan.corrections)},
+        {"counter": f"corrections planned ({plan.corrected_side} side)", "value": len(plan.corrections)},
     ]
+    if plan.source_of_truth == "bucket":
+        rows.append({"counter": "left for a person (not corrected)", "value": len(plan.needs_human)})
     if plan.scope.mode == "players":
         rows.append({"counter": "listed players not found", "value": c.not_found})
     return rows
 
 
+_TRUTH = {
+    "ledger": ("the ledger (each bucket is set to its ledger sum; the ledger is not touched)", "bucket write(s)"),
+    "bucket": ("the bucket (the ledger gets one `adjustment` row per player, up to the bucket balance; "
+               "no bucket is touched)", "ledger adjustment row(s)"),
+}
+
+
 def _summary(plan: ReconcilePlan, evidence: str | None) -> str:
     c = plan.counters
+    truth, writes = _TRUTH[plan.source_of_truth]
     lines = [
         f"### reconcile `{plan.target}` for {plan.incident_id}",
         "",
         f"- **scope**: {plan.scope.describe()}",
-        f"- **source of truth**: the {plan.source_of_truth} (the bucket is corrected to the ledger sum)",
+        f"- **source of truth**: {truth}",
         f"- **players checked** {c.players_checked} · **mismatched** {c.mismatched} · "
         f"**missing buckets** {c.missing_buckets} · **orphan buckets** {c.orphan_buckets}",
         f"- **total drift** {c.total_drift} cents · **largest** {c.largest_drift} cents",
-        f"- **corrections**: {len(plan.corrections)} bucket write(s), in one transaction; a bucket that moves "
-        "before apply is skipped and reported",
+        f"- **corrections**: {len(plan.corrections)} {writes}, in one transaction; a player whose bucket or "
+        "ledger moves before apply is skipped and reported",
     ]
+    if plan.needs_human:
+        lines.append(f"- **left for a person**: {len(plan.needs_human)} player(s) this plan does NOT correct "
+                     f"(listed below); the run cannot end clean while they remain")
     if evidence:
         lines.append(f"- **full mismatch list**: `{evidence}/reconcile-mismatches.csv`")
     if plan.corrections:
-        lines += ["", "| player | kind | bucket | ledger sum | drift |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {x.player_id} | {x.kind} | {'—' if x.before is None else x.before} | {x.after} | {x.drift} |"
+        lines += ["", "| player | kind | bucket | ledger sum | drift | correction |", "|---|---|---:|---:|---:|---|"]
+        lines += [f"| {x.player_id} | {x.kind} | {'—' if x.bucket_balance is None else x.bucket_balance} | "
+                  f"{x.ledger_sum} | {x.drift} | {x.describe()} |"
                   for x in sorted(plan.corrections, key=lambda x: -abs(x.drift))[:SHOWN]]
         if len(plan.corrections) > SHOWN:
             lines.append(f"\n…and {len(plan.corrections) - SHOWN} more in the CSV.")
+    if plan.needs_human:
+        lines += ["", "**Left for a person** (not in what apply writes):", "",
+                  "| player | kind | bucket | ledger sum | why |", "|---|---|---:|---:|---|"]
+        lines += [f"| {u.player_id} | {u.kind} | {'—' if u.bucket_balance is None else u.bucket_balance} | "
+                  f"{u.ledger_sum} | {u.why} |" for u in plan.needs_human[:SHOWN]]
+        if len(plan.needs_human) > SHOWN:
+            lines.append(f"\n…and {len(plan.needs_human) - SHOWN} more in the CSV.")
     return "\n".join(lines) + "\n"
+
+
+def _for_a_person(plan: ReconcilePlan) -> str:
+    names = ", ".join(u.player_id for u in plan.needs_human[:10])
+    more = f" and {len(plan.needs_human) - 10} more" if len(plan.needs_human) > 10 else ""
+    return (f"{len(plan.needs_human)} player(s) left for a person, not corrected ({names}{more}): "
+            f"{plan.needs_human[0].why}")
 
 
 def _run_key() -> str:
@@ -82,11 +104,12 @@ def _run_key() -> str:
 def _plan_evidence(inv: Target, plan: ReconcilePlan, initiated_by: str, key: str) -> dict[str, Any]:
     """Evidence before mitigation: the full mismatch list and the counters, bundled, hashed, uploaded."""
     def mismatches(out: EvidenceFile) -> None:
-        write_csv(out, CSV_HEADER, mismatch_rows(plan.corrections))
+        write_csv(out, CSV_HEADER, mismatch_rows(plan.corrections, plan.needs_human))
 
     def counters(out: EvidenceFile) -> None:
         out.write_json({"plan_hash": plan.hash, "scope": plan.scope.model_dump(mode="json"),
-                        "checked_at": plan.checked_at.isoformat(), "counters": plan.counters.model_dump()})
+                        "source_of_truth": plan.source_of_truth, "checked_at": plan.checked_at.isoformat(),
+                        "counters": plan.counters.model_dump()})
 
     directory = write_reconcile_evidence(inv, plan.incident_id, key, initiated_by, str(flow_run.get_id() or ""), {
         "reconcile-mismatches.csv": (f"ledger vs bucket, {plan.scope.describe()}: every mismatch", mismatches),
@@ -108,16 +131,21 @@ def _upload(inv: Target, directory: str) -> dict[str, Any]:
 def _apply_evidence(inv: Target, plan: ReconcilePlan, done: ApplyResult, after: ReconcilePlan,
                     initiated_by: str, key: str) -> dict[str, Any]:
     def applied(out: EvidenceFile) -> None:
-        write_csv(out, ("player_id", "outcome", "before", "after", "balance_now", "ledger_sum_now", "reason"), [
-            *((c.player_id, "applied", "" if c.before is None else c.before, c.after, "", "", "")
+        # before/after are on the corrected side: `corrects` says which (bucket balance or ledger sum).
+        write_csv(out, ("player_id", "outcome", "before", "after", "balance_now", "ledger_sum_now", "reason",
+                        "corrects"), [
+            *((c.player_id, "applied", "" if c.before is None else c.before, c.after, "", "", "", c.corrects)
               for c in done.applied),
-            *((p, "already-applied", "", "", "", "", "") for p in done.already_applied),
+            *((p, "already-applied", "", "", "", "", "", plan.corrected_side) for p in done.already_applied),
             *((s.player_id, "skipped", "" if s.planned_before is None else s.planned_before, s.planned_after,
-               "" if s.balance_now is None else s.balance_now, s.ledger_sum_now, s.reason) for s in done.skipped),
+               "" if s.balance_now is None else s.balance_now, s.ledger_sum_now, s.reason, s.corrects)
+              for s in done.skipped),
+            *((u.player_id, "left-for-a-person", "", "", "" if u.bucket_balance is None else u.bucket_balance,
+               u.ledger_sum, u.why, "") for u in plan.needs_human),
         ])
 
     def remaining(out: EvidenceFile) -> None:
-        write_csv(out, CSV_HEADER, mismatch_rows(after.corrections))
+        write_csv(out, CSV_HEADER, mismatch_rows(after.corrections, after.needs_human))
 
     directory = write_reconcile_evidence(inv, plan.incident_id, f"{key}-applied", initiated_by,
                                          str(flow_run.get_id() or ""), {
@@ -125,6 +153,16 @@ def _apply_evidence(inv: Target, plan: ReconcilePlan, done: ApplyResult, after: 
         "reconcile-remaining.csv": ("ledger vs bucket after apply: every mismatch left", remaining),
     })
     return _upload(inv, directory)
+
+
+def _nothing_to_apply(plan: ReconcilePlan, base: dict[str, Any], when: str) -> State:
+    if not plan.needs_human:
+        return Completed(message=f"books {'became ' if when else ''}clean{when}: "
+                                 f"{plan.counters.players_checked} player(s) checked, nothing to apply",
+                         data={"outcome": "clean", **base})
+    # Nothing this tool may write, yet the books are not clean: say so, loudly, rather than "clean".
+    return Failed(message=f"nothing applied: {_for_a_person(plan)}",
+                  data={"outcome": "needs-human", **base, "needs_human": [u.model_dump() for u in plan.needs_human]})
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
@@ -139,7 +177,7 @@ def reconcile(
     lock_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60,
 ) -> State:
     """Compare every in-scope player's ledger sum with the bucket; after approval of the exact plan, correct
-    the buckets in one guarded transaction; then prove zero mismatches."""
+    the side that is not the target's source of truth in one guarded transaction; then prove zero mismatches."""
     log = get_run_logger()
     inv = load_target(target)
     tag_current_run(incident_id, RUNBOOK, inv.name)
@@ -155,14 +193,15 @@ def reconcile(
              plan.query_s, len(plan.corrections), plan.hash[:12])
     if dry_run:
         create_markdown_artifact(key=f"reconcile-plan-{incident_id.lower()}", markdown=summary + "\n*dry run*\n")
-        return Completed(message=f"dry run: {len(plan.corrections)} correction(s) would be made "
+        person = f"; {_for_a_person(plan)}" if plan.needs_human else ""
+        return Completed(message=f"dry run: {len(plan.corrections)} {plan.corrected_side} correction(s) would be made "
                                  f"({plan.counters.mismatched} mismatched, {plan.counters.missing_buckets} missing, "
-                                 f"{plan.counters.orphan_buckets} orphan)",
+                                 f"{plan.counters.orphan_buckets} orphan){person}",
                          data={"outcome": "dry-run", **base,
-                               "corrections": [c.model_dump() for c in plan.corrections]})
+                               "corrections": [c.model_dump() for c in plan.corrections],
+                               "needs_human": [u.model_dump() for u in plan.needs_human]})
     if not plan.corrections:
-        return Completed(message=f"books clean: {plan.counters.players_checked} player(s) checked, nothing to apply",
-                         data={"outcome": "clean", **base})
+        return _nothing_to_apply(plan, base, "")
     if len(plan.corrections) > max_corrections:
         return Failed(message=f"{len(plan.corrections)} corrections exceed max_corrections={max_corrections}: "
                               "this is not drift to correct blindly — escalate; nothing applied", data=base)
@@ -191,15 +230,15 @@ def reconcile(
             summary = _summary(plan, evidence["bundle"])
             base = {**base, "counters": plan.counters.model_dump(), "plan_hash": plan.hash, "evidence": evidence}
             if not plan.corrections:
-                return Completed(message="books became clean meanwhile; nothing applied",
-                                 data={"outcome": "clean", **base})
+                return _nothing_to_apply(plan, base, " meanwhile")
             if len(plan.corrections) > max_corrections:
                 return Failed(message=f"{len(plan.corrections)} corrections exceed max_corrections; escalate; "
                                       "nothing applied", data=base)
         else:
             return Failed(message=f"plan kept changing across {MAX_REPLANS} approvals; nothing applied", data=base)
         assert approval is not None and approval.approver is not None
-        done = apply_corrections(inv, plan, approval.approver, str(flow_run.get_id() or "") or None)
+        apply = apply_corrections if plan.source_of_truth == "ledger" else append_ledger_adjustments
+        done = apply(inv, plan, approval.approver, str(flow_run.get_id() or "") or None)
         after = check_ledger_vs_bucket(inv, incident_id, scope)
     applied_evidence = _apply_evidence(inv, plan, done, after, initiated_by, key)
     result = {"outcome": "applied", **base, "applied": [c.model_dump() for c in done.applied],
@@ -209,9 +248,16 @@ def reconcile(
               "applied_evidence": applied_evidence, "approval": approval.model_dump(mode="json")}
     create_table_artifact(key=f"reconcile-after-{incident_id.lower()}", table=_counters_table(after),
                           description=f"reconcile counters after apply of plan {plan.hash[:12]}")
+    if after.needs_human and not after.corrections:
+        # Bucket truth only: everything the plan could correct is corrected; the rest is a person's call.
+        left = [u.model_dump() for u in after.needs_human]
+        return Failed(message=f"{done.summary()}; NOT clean after apply: {_for_a_person(after)} — "
+                              "see reconcile-remaining.csv",
+                      data={**result, "outcome": "applied-needs-human", "needs_human": left})
     if not after.counters.clean:
+        person = f"; and {_for_a_person(after)}" if after.needs_human else ""
         return Failed(message=f"{done.summary()}; NOT clean after apply: {len(after.corrections)} mismatch(es) "
-                              f"remain ({after.counters.total_drift} cents) — see reconcile-remaining.csv",
+                              f"remain ({after.counters.total_drift} cents){person} — see reconcile-remaining.csv",
                       data=result)
     return Completed(message=f"{done.summary()}; dry-run after apply: zero mismatches "
                              f"in {after.counters.players_checked} player(s)", data=result)

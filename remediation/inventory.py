@@ -27,6 +27,7 @@ __all__ = [
     "GitConfig",
     "HostConfig",
     "Policy",
+    "SourceOfTruth",
     "Target",
     "list_targets",
     "load_target",
@@ -127,6 +128,11 @@ class PrometheusConfig(_Strict):
     error_rate_query: str = 'sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))'
 
 
+#: "ledger": the append-only ledger is right and buckets are set to it; "bucket": the buckets are right
+#: and the ledger gets `adjustment` rows up to them.
+SourceOfTruth = Literal["ledger", "bucket"]
+
+
 class Policy(_Strict):
     #: The approver must differ from whoever requested the run.
     four_eyes: bool = True
@@ -136,8 +142,8 @@ class Policy(_Strict):
     approve_brand_disable: bool = True
     #: Rollback refuses commits older than this unless the approver overrides with a reason.
     rollback_max_age_hours: float = Field(default=24.0, gt=0)
-    #: Reconcile: which side is the source of truth.
-    reconcile_source_of_truth: Literal["ledger"] = "ledger"
+    #: Reconcile: which side is the source of truth; the other side is corrected (runbooks/reconcile.md).
+    reconcile_source_of_truth: SourceOfTruth = "ledger"
 
 
 class NotificationsConfig(_Strict):

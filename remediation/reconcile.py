@@ -1,17 +1,20 @@
 """Reconcile's vocabulary: the scope form, the counters, the plan of corrections and what apply did.
 
 Pure models, no I/O: the flow's UI form (`Scope`), and the plan whose hash the approval is
-bound to. The SQL that fills them lives in `tasks/reconcile.py`.
+bound to. The SQL that fills them lives in `tasks/reconcile.py` (and, for a bucket-truth
+target, `tasks/reconcile_ledger.py`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from remediation.approval import plan_hash
+from remediation.inventory import SourceOfTruth
 
 __all__ = [
     "MAX_SCOPE_PLAYERS",
@@ -22,6 +25,9 @@ __all__ = [
     "ReconcilePlan",
     "Scope",
     "Skipped",
+    "Unresolved",
+    "adjustment_ref",
+    "plan_corrections",
 ]
 
 #: An explicit list longer than this is a window or "everyone", not a list of affected players.
@@ -32,6 +38,8 @@ PlayerId = Annotated[
           description="a player id: letters, digits and _ . : @ - (max 128)", examples=["alpha-0001"]),
 ]
 MismatchKind = Literal["mismatch", "missing-bucket", "orphan-bucket"]
+Side = Literal["bucket", "ledger"]
+Action = Literal["set-balance", "create-bucket", "ledger-adjustment"]
 
 
 class Scope(BaseModel):
@@ -93,6 +101,8 @@ class Counters(BaseModel):
     largest_drift: int
     #: Listed players with neither a bucket nor a ledger row (mode players only).
     not_found: int = 0
+    #: Mismatches the plan does not correct because a person must decide (see `Unresolved`).
+    needs_human: int = 0
 
     @property
     def clean(self) -> bool:
@@ -100,7 +110,15 @@ class Counters(BaseModel):
 
 
 class Correction(BaseModel):
-    """One bucket write: set `player_id`'s bucket from `before` (None: no bucket) to the ledger sum `after`."""
+    """One write to the side that is not the source of truth, taking it from `before` to `after`.
+
+    * `corrects="bucket"` (the ledger is truth): set the bucket from `before` (None: no bucket) to
+      the ledger sum `after`.
+    * `corrects="ledger"` (the bucket is truth): append an `adjustment` row of `after - before`, so
+      the ledger sum goes from `before` to the bucket balance `after`. The bucket is not touched.
+
+    `bucket_balance`, `ledger_sum` and `drift` read the same whichever side is corrected.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -108,15 +126,81 @@ class Correction(BaseModel):
     kind: MismatchKind
     before: int | None
     after: int
+    corrects: Side = "bucket"
+
+    @model_validator(mode="after")
+    def _ledger_side_has_both(self) -> Correction:
+        # An adjustment needs a bucket to match and a ledger sum to start from; no bucket is not a number.
+        if self.corrects == "ledger" and (self.before is None or self.kind == "missing-bucket"):
+            raise ValueError(f"{self.player_id}: a ledger correction needs the player's bucket ({self.kind})")
+        return self
 
     @property
-    def action(self) -> Literal["set-balance", "create-bucket"]:
+    def action(self) -> Action:
+        if self.corrects == "ledger":
+            return "ledger-adjustment"
         return "create-bucket" if self.before is None else "set-balance"
 
     @property
+    def bucket_balance(self) -> int | None:
+        return self.before if self.corrects == "bucket" else self.after
+
+    @property
+    def ledger_sum(self) -> int:
+        return self.after if self.corrects == "bucket" else (self.before or 0)
+
+    @property
     def drift(self) -> int:
-        """Bucket minus ledger: what the correction takes away."""
-        return (self.before or 0) - self.after
+        """Bucket minus ledger: what a bucket correction takes away (an adjustment adds it to the ledger)."""
+        return (self.bucket_balance or 0) - self.ledger_sum
+
+    def describe(self) -> str:
+        """The write in words, e.g. for the CSV and the approval table."""
+        if self.corrects == "ledger":
+            return f"ledger-adjustment {self.drift:+d}: ledger sum {self.before}→{self.after}"
+        return f"{self.action} {'' if self.before is None else self.before}→{self.after}"
+
+
+class Unresolved(BaseModel):
+    """A mismatch the plan leaves alone because no mechanical correction is safe: a person decides."""
+
+    model_config = ConfigDict(frozen=True)
+
+    player_id: str
+    kind: MismatchKind
+    bucket_balance: int | None
+    ledger_sum: int
+    why: str
+
+
+#: Bucket truth with no bucket: "correcting" the ledger to a bucket that does not exist would debit the
+#: player's whole ledger balance; a lost bucket row is far likelier than money that never existed.
+NO_BUCKET_UNDER_BUCKET_TRUTH = ("no bucket to take as truth: an adjustment would debit the player's whole ledger "
+                                "balance; restore the bucket or reconcile this player with the ledger as truth")
+
+
+def plan_corrections(
+    mismatches: Iterable[tuple[str, MismatchKind, int | None, int | None]], source_of_truth: SourceOfTruth,
+) -> tuple[list[Correction], list[Unresolved]]:
+    """The comparison's (player, kind, bucket balance, ledger sum) rows as corrections of the side that is not
+    the source of truth, and the mismatches left for a person; both in player order."""
+    corrections: list[Correction] = []
+    unresolved: list[Unresolved] = []
+    for pid, kind, balance, ledger_sum in mismatches:
+        if source_of_truth == "ledger":
+            corrections.append(Correction(player_id=pid, kind=kind, before=balance, after=ledger_sum or 0))
+        elif balance is None:
+            unresolved.append(Unresolved(player_id=pid, kind=kind, bucket_balance=None, ledger_sum=ledger_sum or 0,
+                                         why=NO_BUCKET_UNDER_BUCKET_TRUTH))
+        else:
+            corrections.append(Correction(player_id=pid, kind=kind, before=ledger_sum or 0, after=balance,
+                                          corrects="ledger"))
+    return sorted(corrections, key=lambda c: c.player_id), sorted(unresolved, key=lambda u: u.player_id)
+
+
+def adjustment_ref(digest: str, player_id: str) -> str:
+    """The ledger `ref` of a plan's adjustment for a player: UNIQUE (kind, ref) refuses a second one."""
+    return f"reconcile:{digest[:16]}:{player_id}"
 
 
 class ReconcilePlan(BaseModel):
@@ -126,19 +210,38 @@ class ReconcilePlan(BaseModel):
     incident_id: str
     target: str
     scope: Scope
-    source_of_truth: Literal["ledger"] = "ledger"
+    source_of_truth: SourceOfTruth = "ledger"
     corrections: list[Correction]
+    #: Mismatches this plan does not correct (bucket truth, no bucket): apply leaves them as they are.
+    needs_human: list[Unresolved] = []
     counters: Counters
     checked_at: datetime
     #: Seconds the comparison query took in PostgreSQL's hands (for the runbook's timing line).
     query_s: float = 0.0
 
+    @model_validator(mode="after")
+    def _corrects_the_other_side(self) -> ReconcilePlan:
+        side = "bucket" if self.source_of_truth == "ledger" else "ledger"
+        wrong = [c.player_id for c in self.corrections if c.corrects != side]
+        if wrong:
+            raise ValueError(f"the {self.source_of_truth} is the source of truth, so only the {side} is corrected; "
+                             f"{len(wrong)} correction(s) say otherwise: {wrong[:5]}")
+        return self
+
+    @property
+    def corrected_side(self) -> Side:
+        return "bucket" if self.source_of_truth == "ledger" else "ledger"
+
     def shown(self) -> dict[str, Any]:
-        return {
+        shown: dict[str, Any] = {
             "incident_id": self.incident_id, "target": self.target,
             "scope": self.scope.model_dump(mode="json"), "source_of_truth": self.source_of_truth,
             "corrections": [[c.player_id, c.kind, c.before, c.after] for c in self.corrections],
         }
+        # Only when present, so a ledger-truth plan (which never has any) hashes as it always did.
+        if self.needs_human:
+            shown["needs_human"] = [[u.player_id, u.kind, u.bucket_balance, u.ledger_sum] for u in self.needs_human]
+        return shown
 
     @property
     def hash(self) -> str:
@@ -146,9 +249,11 @@ class ReconcilePlan(BaseModel):
 
 
 class Skipped(BaseModel):
-    """An approved correction apply did not make: the row moved since the plan, so it was left alone."""
+    """An approved correction apply did not make: the row moved since the plan, so it was left alone.
+    `planned_before`/`planned_after` are the correction's, on the side it `corrects`."""
 
     player_id: str
+    corrects: Side = "bucket"
     planned_before: int | None
     planned_after: int
     balance_now: int | None

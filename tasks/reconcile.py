@@ -3,17 +3,10 @@
 * `compare` is ONE statement: the ledger summed per player, joined to the buckets, reduced to
   the counters and the list of mismatches in the same pass. No per-player loop, one snapshot,
   so a wallet write in flight is either wholly in it or wholly out of it (no false mismatch).
-* `apply_plan` writes exactly the approved corrections in ONE transaction. Per chunk it first
-  locks the planned bucket rows (`FOR UPDATE`, in player order), then — in a new statement,
-  whose READ COMMITTED snapshot is taken after every lock was granted — sets each bucket to
-  its planned value only if the bucket still holds the planned `before` AND the player's
-  ledger sum still equals the planned `after`. The wallet takes the same row lock before it
-  writes a ledger row, so under the lock no wallet write for that player is half-done; the
-  ledger check also catches a writer that appended a row without touching the bucket (a
-  manual adjustment), which would otherwise turn the correction into new drift. Anything
-  that moved is skipped and reported, never overwritten. Every correction made is a row in
-  `rp_reconcile_audit` keyed by (plan_hash, player_id): a second apply of the same plan finds
-  them and changes nothing. The table is created on the first apply, never by a dry-run.
+* `apply_plan` (`tasks/reconcile_apply.py`) writes exactly the approved corrections in ONE
+  guarded transaction; it is re-exported here with the names the flow and tests have always used.
+* Which side is corrected is the target's policy (`reconcile_source_of_truth`): the comparison
+  is the same, the plan (`remediation.reconcile.plan_corrections`) and the write differ.
 """
 
 from __future__ import annotations
@@ -27,7 +20,6 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from remediation import connect
 from remediation.bundle import (
@@ -41,15 +33,22 @@ from remediation.bundle import (
     write_manifest,
 )
 from remediation.clients.database import Database, Transaction
-from remediation.errors import BadInputError
-from remediation.inventory import Target
-from remediation.policy import READ_ONLY, SIDE_EFFECT
-from remediation.reconcile import ApplyResult, Correction, Counters, ReconcilePlan, Scope, Skipped
+from remediation.inventory import SourceOfTruth, Target
+from remediation.policy import READ_ONLY
+from remediation.reconcile import Correction, Counters, ReconcilePlan, Scope, Unresolved, plan_corrections
 from remediation.redact import for_target
+from tasks.reconcile_apply import (
+    APPLICATION,
+    AUDIT_TABLE,
+    append_ledger_adjustments,
+    apply_corrections,
+    apply_plan,
+)
 
 __all__ = [
     "APPLICATION",
     "AUDIT_TABLE",
+    "append_ledger_adjustments",
     "apply_corrections",
     "apply_plan",
     "check_ledger_vs_bucket",
@@ -58,9 +57,6 @@ __all__ = [
     "reconcile_dry_run",
     "write_reconcile_evidence",
 ]
-
-APPLICATION = "rp-reconcile"
-AUDIT_TABLE = "rp_reconcile_audit"
 
 # --- the comparison ---------------------------------------------------------------------------
 _KIND: LiteralString = """
@@ -140,188 +136,68 @@ def plan_settings(tx: Transaction, scope: Scope) -> None:
                    " set_config('max_parallel_workers_per_gather', '0', true)")
 
 
-def compare(db: Database, scope: Scope) -> tuple[Counters, list[Correction], float]:
-    """Counters and the corrections that make every bucket in scope equal its ledger sum (ledger is truth)."""
+def _compare(
+    db: Database, scope: Scope, source_of_truth: SourceOfTruth,
+) -> tuple[Counters, list[Correction], list[Unresolved], float]:
     query, params = query_for(scope)
     with db.transaction() as tx:
         plan_settings(tx, scope)
         started = time.perf_counter()
         row = tx.fetch_one(query, params) or {}
         took = time.perf_counter() - started
+    corrections, unresolved = plan_corrections(row.get("mismatches") or [], source_of_truth)
     counters = Counters.model_validate({k: int(v) for k, v in row.items() if k != "mismatches"})
-    corrections = sorted(
-        (Correction(player_id=pid, kind=kind, before=balance, after=ledger_sum or 0)
-         for pid, kind, balance, ledger_sum in row.get("mismatches") or []),
-        key=lambda c: c.player_id,
-    )
+    return counters.model_copy(update={"needs_human": len(unresolved)}), corrections, unresolved, took
+
+
+def compare(db: Database, scope: Scope) -> tuple[Counters, list[Correction], float]:
+    """Counters and the corrections that make every bucket in scope equal its ledger sum (ledger is truth)."""
+    counters, corrections, _, took = _compare(db, scope, "ledger")
     return counters, corrections, took
 
 
-def plan_from(db: Database, *, incident_id: str, target: str, scope: Scope) -> ReconcilePlan:
+def plan_from(
+    db: Database, *, incident_id: str, target: str, scope: Scope, source_of_truth: SourceOfTruth = "ledger",
+) -> ReconcilePlan:
     checked_at = datetime.now(UTC)
-    counters, corrections, took = compare(db, scope)
-    return ReconcilePlan(incident_id=incident_id, target=target, scope=scope, corrections=corrections,
-                         counters=counters, checked_at=checked_at, query_s=round(took, 4))
+    counters, corrections, unresolved, took = _compare(db, scope, source_of_truth)
+    return ReconcilePlan(incident_id=incident_id, target=target, scope=scope, source_of_truth=source_of_truth,
+                         corrections=corrections, needs_human=unresolved, counters=counters,
+                         checked_at=checked_at, query_s=round(took, 4))
 
 
 @task(name="check-ledger-vs-bucket", **READ_ONLY)
 def check_ledger_vs_bucket(target: Target, incident_id: str, scope: Scope) -> ReconcilePlan:
-    """Dry-run: compare ledger sums with bucket balances for the scope and plan the corrections."""
-    if target.policy.reconcile_source_of_truth != "ledger":  # the inventory allows only "ledger" today
-        raise BadInputError(f"unsupported source of truth {target.policy.reconcile_source_of_truth!r}")
+    """Dry-run: compare ledger sums with bucket balances for the scope and plan the corrections of the
+    side the target's policy does not take as the source of truth."""
     return plan_from(connect.database(target, APPLICATION), incident_id=incident_id, target=target.name,
-                     scope=scope)
+                     scope=scope, source_of_truth=target.policy.reconcile_source_of_truth)
 
 
 @task(name="reconcile-dry-run", **READ_ONLY)
 def reconcile_dry_run(target: Target, scope: Scope | None = None) -> dict[str, Any]:
     """The all-clear gate: `ok` when no bucket in scope (default: everyone) differs from its ledger sum."""
     scope = scope or Scope()
-    counters, corrections, took = compare(connect.database(target, APPLICATION), scope)
-    return {"ok": counters.clean, "scope": scope.describe(), **counters.model_dump(), "query_s": round(took, 4),
-            "mismatches": [c.model_dump() for c in corrections[:50]]}
-
-
-# --- apply --------------------------------------------------------------------------------------
-AUDIT_DDL: LiteralString = """
-CREATE TABLE IF NOT EXISTS rp_reconcile_audit (
-    plan_hash   text        NOT NULL,
-    player_id   text        NOT NULL,
-    action      text        NOT NULL CHECK (action IN ('set-balance', 'create-bucket')),
-    before      bigint,
-    after       bigint      NOT NULL,
-    incident_id text        NOT NULL,
-    flow_run_id text,
-    approver    text        NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (plan_hash, player_id)
-)"""
-
-_LOCK: LiteralString = (
-    "SELECT player_id FROM bucket WHERE player_id = ANY(%(ids)s::text[]) ORDER BY player_id FOR UPDATE"
-)
-_ALREADY: LiteralString = (
-    "SELECT player_id FROM rp_reconcile_audit WHERE plan_hash = %(hash)s AND player_id = ANY(%(ids)s::text[])"
-)
-# A new statement after _LOCK: its snapshot sees every ledger row committed before our locks were granted.
-_APPLY: LiteralString = """
-WITH plan AS (
-  SELECT * FROM unnest(%(ids)s::text[], %(before)s::bigint[], %(after)s::bigint[]) AS p(player_id, before, after)),
-sums AS (
-  SELECT l.player_id, sum(l.amount)::bigint AS total FROM ledger l
-  WHERE l.player_id = ANY(%(ids)s::text[]) GROUP BY l.player_id),
-guarded AS (
-  SELECT p.* FROM plan p LEFT JOIN sums s ON s.player_id = p.player_id WHERE coalesce(s.total, 0) = p.after),
-fixed AS (
-  UPDATE bucket b SET balance = g.after, updated_at = now()
-  FROM guarded g
-  WHERE g.before IS NOT NULL AND b.player_id = g.player_id AND b.balance = g.before
-  RETURNING b.player_id, g.before, g.after),
-created AS (
-  INSERT INTO bucket (player_id, balance)
-  SELECT g.player_id, g.after FROM guarded g WHERE g.before IS NULL
-  ON CONFLICT (player_id) DO NOTHING
-  RETURNING player_id, NULL::bigint AS before, balance AS after),
-done AS (SELECT * FROM fixed UNION ALL SELECT * FROM created)
-INSERT INTO rp_reconcile_audit (plan_hash, player_id, action, before, after, incident_id, flow_run_id, approver)
-SELECT %(hash)s, d.player_id, CASE WHEN d.before IS NULL THEN 'create-bucket' ELSE 'set-balance' END,
-       d.before, d.after, %(incident)s, %(run)s, %(approver)s
-FROM done d
-RETURNING player_id
-"""
-_NOW: LiteralString = """
-SELECT p.player_id, b.balance, coalesce((SELECT sum(amount) FROM ledger l WHERE l.player_id = p.player_id), 0)::bigint
-       AS ledger_sum
-FROM unnest(%(ids)s::text[]) AS p(player_id) LEFT JOIN bucket b ON b.player_id = p.player_id
-"""
-
-
-def _chunks(items: list[Correction], size: int) -> Iterator[list[Correction]]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _why(c: Correction, balance: int | None, ledger_sum: int) -> str:
-    if c.before is None:
-        return "a bucket appeared since the plan" if balance is not None else "ledger sum moved since the plan"
-    if balance is None:
-        return "bucket disappeared since the plan"
-    parts = []
-    if balance != c.before:
-        parts.append(f"bucket moved {c.before} → {balance}")
-    if ledger_sum != c.after:
-        parts.append(f"ledger sum moved {c.after} → {ledger_sum}")
-    return "; ".join(parts) or "changed since the plan"
-
-
-def apply_plan(
-    db: Database, plan: ReconcilePlan, *, approver: str, flow_run_id: str | None,
-    chunk_size: int = 5_000, lock_timeout_ms: int = 20_000,
-) -> ApplyResult:
-    """Make exactly the plan's corrections, guarded, in one transaction; idempotent per plan hash."""
-    if chunk_size < 1:
-        raise BadInputError("chunk_size must be at least 1")
-    digest = plan.hash
-    started = time.perf_counter()
-    applied: list[Correction] = []
-    already: list[str] = []
-    skipped: list[Skipped] = []
-    with db.transaction() as tx:
-        tx.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(lock_timeout_ms)}ms",))
-        tx.execute(AUDIT_DDL)
-        for chunk in _chunks(sorted(plan.corrections, key=lambda c: c.player_id), chunk_size):
-            a, al, sk = _apply_chunk(tx, chunk, digest, plan.incident_id, approver, flow_run_id)
-            applied += a
-            already += al
-            skipped += sk
-    return ApplyResult(plan_hash=digest, applied=applied, already_applied=already, skipped=skipped,
-                       duration_s=round(time.perf_counter() - started, 4))
-
-
-def _apply_chunk(
-    tx: Transaction, chunk: list[Correction], digest: str, incident_id: str, approver: str, run_id: str | None,
-) -> tuple[list[Correction], list[str], list[Skipped]]:
-    ids = [c.player_id for c in chunk]
-    tx.fetch_all(_LOCK, {"ids": ids})
-    done_before = {r["player_id"] for r in tx.fetch_all(_ALREADY, {"hash": digest, "ids": ids})}
-    todo = [c for c in chunk if c.player_id not in done_before]
-    made: set[str] = set()
-    if todo:
-        rows = tx.fetch_all(_APPLY, {
-            "ids": [c.player_id for c in todo], "before": [c.before for c in todo], "after": [c.after for c in todo],
-            "hash": digest, "incident": incident_id, "run": run_id, "approver": approver,
-        })
-        made = {r["player_id"] for r in rows}
-    left = [c for c in todo if c.player_id not in made]
-    skipped: list[Skipped] = []
-    if left:
-        current = {r["player_id"]: r for r in tx.fetch_all(_NOW, {"ids": [c.player_id for c in left]})}
-        for c in left:
-            now_row = current[c.player_id]
-            balance, ledger_sum = now_row["balance"], int(now_row["ledger_sum"])
-            skipped.append(Skipped(player_id=c.player_id, planned_before=c.before, planned_after=c.after,
-                                   balance_now=balance, ledger_sum_now=ledger_sum, reason=_why(c, balance, ledger_sum)))
-    return [c for c in todo if c.player_id in made], sorted(done_before), skipped
-
-
-@task(name="apply-bucket-corrections", **{**SIDE_EFFECT, "cache_policy": NO_CACHE, "persist_result": False})
-def apply_corrections(target: Target, plan: ReconcilePlan, approver: str, flow_run_id: str | None) -> ApplyResult:
-    """Set the approved buckets to their ledger sums; skip (and report) any that moved; record each write.
-
-    Not cached: a retry re-runs it and the audit table (checked under the row locks) makes the
-    repeat a no-op, which a cache could not prove after a crash between commit and result write.
-    """
-    return apply_plan(connect.database(target, APPLICATION), plan, approver=approver, flow_run_id=flow_run_id)
+    truth = target.policy.reconcile_source_of_truth
+    counters, corrections, unresolved, took = _compare(connect.database(target, APPLICATION), scope, truth)
+    return {"ok": counters.clean, "scope": scope.describe(), "source_of_truth": truth, **counters.model_dump(),
+            "query_s": round(took, 4), "mismatches": [c.model_dump() for c in corrections[:50]],
+            "left_for_a_person": [u.model_dump() for u in unresolved[:50]]}
 
 
 # --- evidence -----------------------------------------------------------------------------------
 CSV_HEADER = ("player_id", "kind", "bucket_balance", "ledger_sum", "drift", "correction")
 
 
-def mismatch_rows(corrections: Iterable[Correction]) -> Iterator[tuple[Any, ...]]:
+def mismatch_rows(
+    corrections: Iterable[Correction], needs_human: Iterable[Unresolved] = (),
+) -> Iterator[tuple[Any, ...]]:
     for c in corrections:
-        yield (c.player_id, c.kind, "" if c.before is None else c.before, c.after, c.drift,
-               f"{c.action} {'' if c.before is None else c.before}→{c.after}")
+        yield (c.player_id, c.kind, "" if c.bucket_balance is None else c.bucket_balance, c.ledger_sum, c.drift,
+               c.describe())
+    for u in needs_human:
+        yield (u.player_id, u.kind, "" if u.bucket_balance is None else u.bucket_balance, u.ledger_sum,
+               (u.bucket_balance or 0) - u.ledger_sum, f"none, left for a person: {u.why}")
 
 
 def write_csv(out: EvidenceFile, header: tuple[str, ...], rows: Iterable[tuple[Any, ...]], batch: int = 5_000) -> None:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from flows.reconcile import reconcile
 from remediation.reconcile import MAX_SCOPE_PLAYERS, Correction, Counters, ReconcilePlan, Scope
-from tasks.reconcile import SQL_EVERYONE, SQL_PLAYERS, SQL_WINDOW, _query_for, mismatch_rows
+from tasks.reconcile import SQL_EVERYONE, SQL_PLAYERS, SQL_WINDOW, mismatch_rows, query_for
 
 NOW = datetime(2026, 5, 6, 3, 0, tzinfo=UTC)
 
@@ -47,10 +47,10 @@ def test_too_many_players_is_refused() -> None:
 def test_good_scopes_and_their_queries() -> None:
     s = Scope(mode="players", players=["beta-0002", "alpha-0001", "beta-0002"])
     assert s.players == ["alpha-0001", "beta-0002"]
-    assert _query_for(s) == (SQL_PLAYERS, {"players": ["alpha-0001", "beta-0002"]})
+    assert query_for(s) == (SQL_PLAYERS, {"players": ["alpha-0001", "beta-0002"]})
     w = Scope(mode="window", since=NOW)
-    assert _query_for(w) == (SQL_WINDOW, {"since": NOW, "until": None})
-    assert _query_for(Scope()) == (SQL_EVERYONE, {})
+    assert query_for(w) == (SQL_WINDOW, {"since": NOW, "until": None})
+    assert query_for(Scope()) == (SQL_EVERYONE, {})
     # Set-based: one statement, player ids only ever as a bound array parameter.
     for sql in (SQL_EVERYONE, SQL_PLAYERS, SQL_WINDOW):
         assert "GROUP BY" in sql and "%s" not in sql
