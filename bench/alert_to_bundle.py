@@ -59,6 +59,8 @@ def one_alert(url: str, token: str, nonce: str, i: int) -> dict[str, Any]:
     import httpx
     from prefect.client.orchestration import get_client
 
+    from remediation.resume import alert_capture_run
+
     body = {"group_key": f"bench-e2e-{nonce}-{i}", "starts_at": datetime.now(UTC).isoformat(), "status": "firing",
             "labels": {"alertname": "WalletDepositErrors", "env": "sandbox", "bench": nonce},
             "summary": "alert-to-bundle bench"}
@@ -67,7 +69,7 @@ def one_alert(url: str, token: str, nonce: str, i: int) -> dict[str, Any]:
     answered = time.time() - t0
     if resp.status_code != 202:
         raise SystemExit(f"receiver answered {resp.status_code}: {resp.text}")
-    run_id = resp.json()["flow_run_ids"][0]
+    run_id = alert_capture_run(resp.json())
     with get_client(sync_client=True) as client:
         deadline = time.monotonic() + 180
         while True:

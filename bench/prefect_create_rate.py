@@ -4,7 +4,7 @@
 
 Creates runs (each with its own idempotency key, as the receiver does) on the parked
 `capture-evidence/alert-storm-bench` deployment (pool `rp-bench-no-worker`, no worker),
-prints per-request latency and throughput per concurrency, then cancels the runs.
+prints per-request latency and throughput per concurrency, then deletes the runs.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main() -> int:
     from bench.alert_storm import DEPLOYMENT_NAME, POOL, stack_env
 
     os.environ.update(stack_env())
-    from tests.fixtures.alert_capture import cancel_runs, park_capture_deployment
+    from tests.fixtures.alert_capture import delete_parked_runs, park_capture_deployment
 
     deployment = park_capture_deployment(DEPLOYMENT_NAME, POOL)
     print(f"create_flow_run on {deployment}, {args.runs} runs per concurrency")
@@ -68,7 +68,7 @@ def main() -> int:
         for conc in args.concurrency:
             made += asyncio.run(creates(deployment, args.runs, conc))
     finally:
-        print(f"  cancelled {cancel_runs(made)} bench runs")
+        print(f"  deleted {delete_parked_runs(made, POOL)} bench runs")
     return 0
 
 

@@ -24,7 +24,10 @@ from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
 
-__all__ = ["answer", "pending_form", "pending_step", "wait_for_final", "wait_for_incident_pause", "wait_for_pause"]
+__all__ = [
+    "alert_capture_run", "answer", "pending_form", "pending_step", "wait_for_final", "wait_for_incident_pause",
+    "wait_for_pause",
+]
 
 
 def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float = 0.5) -> FlowRun:
@@ -53,6 +56,24 @@ def wait_for_final(flow_run_id: UUID, *, timeout_s: float = 180, poll_s: float =
                 return run
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {flow_run_id} still {run.state} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+
+def alert_capture_run(reply: dict[str, Any], *, timeout_s: float = 60, poll_s: float = 0.2) -> UUID:
+    """The capture run an alert receiver's 202 names; for `accepted` (journaled, run not created
+    yet: a storm, or Prefect slow), the incident's capture-evidence run once it exists."""
+    if reply.get("flow_run_ids"):
+        return UUID(reply["flow_run_ids"][0])
+    tags = [f"incident:{reply['incident_id']}", "runbook:capture-evidence"]
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=tags)), limit=1)
+            if runs:
+                return runs[0].id
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no capture run for {reply['incident_id']} within {timeout_s:.0f} s "
+                                   f"(receiver said: {reply.get('detail')})")
             time.sleep(poll_s)
 
 

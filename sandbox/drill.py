@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from remediation.bundle import evidence_root
     from remediation.connect import evidence_store
     from remediation.inventory import load_target
-    from remediation.resume import wait_for_final
+    from remediation.resume import alert_capture_run, wait_for_final
     from sandbox import faults
 
     started = time.monotonic()
@@ -116,9 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alert receiver answered {reply.status_code}: {reply.text}", file=sys.stderr)
         return 1
     body = reply.json()
-    incident_id, capture_ids = body["incident_id"], body["flow_run_ids"]
-    print(f"202 in {1000 * (time.monotonic() - posted):.0f} ms: incident {incident_id}, run {capture_ids}")
-    capture = wait_for_final(UUID(capture_ids[0]), timeout_s=300)
+    incident_id = body["incident_id"]
+    print(f"202 in {1000 * (time.monotonic() - posted):.0f} ms: incident {incident_id}, {body['status']}, "
+          f"run {body['flow_run_ids'] or '(being created: ' + body['detail'] + ')'}")
+    capture = wait_for_final(alert_capture_run(body), timeout_s=300)
     state = capture.state
     print(f"capture-evidence {state.name if state else '?'} after {time.monotonic() - posted:.1f} s: "
           f"{state.message if state else ''}")

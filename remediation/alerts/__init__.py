@@ -5,10 +5,10 @@ from __future__ import annotations
 from remediation.alerts.app import create_app
 from remediation.alerts.auth import Credentials
 from remediation.alerts.identity import GroupIdentity, identify
+from remediation.alerts.journal import IntakeJournal
 from remediation.alerts.models import AlertGroup
 from remediation.alerts.routing import ReceiverConfig, load_config
 from remediation.alerts.starter import (
-    CachingRunStarter,
     PrefectRunStarter,
     RecordingRunStarter,
     RunStarter,
@@ -17,9 +17,9 @@ from remediation.alerts.starter import (
 
 __all__ = [
     "AlertGroup",
-    "CachingRunStarter",
     "Credentials",
     "GroupIdentity",
+    "IntakeJournal",
     "PrefectRunStarter",
     "ReceiverConfig",
     "RecordingRunStarter",

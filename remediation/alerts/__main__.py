@@ -1,4 +1,4 @@
-"""`python -m remediation.alerts serve [--host 127.0.0.1] [--port 18090] [--routes FILE]`
+"""`python -m remediation.alerts serve [--host 127.0.0.1] [--port 18090] [--routes FILE] [--journal FILE]`
 
 Checks the routes file and resolves the auth secrets before it listens: a typo or a
 missing secret stops it at start with the file and field named (exit 2).
@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
 from remediation.errors import InventoryError
 
-__all__ = ["main"]
+__all__ = ["default_journal", "main"]
+
+
+def default_journal() -> Path:
+    """`$RP_ALERT_JOURNAL`, else `$XDG_STATE_HOME/remediation/alert-intake.sqlite` (~/.local/state)."""
+    if os.environ.get("RP_ALERT_JOURNAL"):
+        return Path(os.environ["RP_ALERT_JOURNAL"])
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "remediation" / "alert-intake.sqlite"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=18090)
     serve.add_argument("--routes", default=None, help="routes file (default: runbooks/alert-routes.toml)")
+    serve.add_argument("--journal", type=Path, default=None,
+                       help="intake journal, SQLite (default: $RP_ALERT_JOURNAL or ~/.local/state/remediation/)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check", help="validate the routes file and resolve its secrets, then exit")
     check.add_argument("--routes", default=None)
@@ -48,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One line per accepted alert comes from the receiver; not one per Prefect API call.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    app = create_app(config, credentials)
+    app = create_app(config, credentials, journal=args.journal or default_journal())
     # No access log: one line per accepted alert comes from the receiver itself, and a storm
     # should not wait on stderr.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,

@@ -4,7 +4,10 @@ Order of checks, each answering before anything is started: source enabled (404)
 bearer token (401, before the body is read) → body size (413, from Content-Length and
 while streaming, so an oversized body is never held whole) → Sentry signature over
 the raw body (401) → JSON and schema (422) → route (422 only with `unmatched="reject"`).
-Prefect unreachable → 503 so the sender retries; a repeat then finds its run by key.
+A routed firing group is journaled (fsynced) before the 202: Prefect unreachable or slow
+no longer fails the sender, the dispatcher starts the run when Prefect takes it, and a
+restart replays what was accepted. Only a refusal by Prefect (422, e.g. a parameter schema
+that no longer matches) met while the answer waits is a 502.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +25,7 @@ from pydantic import ValidationError
 from remediation.alert_context import AlertSource
 from remediation.alerts.auth import Credentials
 from remediation.alerts.intake import AlertIntake, Outcome, Unroutable
+from remediation.alerts.journal import IntakeJournal
 from remediation.alerts.models import (
     AlertGroup,
     AlertmanagerWebhook,
@@ -29,7 +34,7 @@ from remediation.alerts.models import (
     SentryWebhook,
 )
 from remediation.alerts.routing import ReceiverConfig
-from remediation.alerts.starter import CachingRunStarter, PrefectRunStarter, RunStarter, StartError
+from remediation.alerts.starter import PrefectRunStarter, RunStarter, StartError
 
 __all__ = ["create_app"]
 
@@ -89,28 +94,40 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 def create_app(
-    config: ReceiverConfig, credentials: Credentials, starter: RunStarter | None = None
+    config: ReceiverConfig, credentials: Credentials, starter: RunStarter | None = None,
+    journal: IntakeJournal | str | Path = ":memory:",
 ) -> FastAPI:
-    """`starter` given (tests): used as is. None: one Prefect client for the app's whole life."""
+    """`starter` given (tests): used as is. None: one Prefect client for the app's whole life.
+
+    `journal`: the intake journal's file (`:memory:` only for tests: nothing survives a restart).
+    """
+    book = journal if isinstance(journal, IntakeJournal) else IntakeJournal(journal)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if starter is not None:
+            app.state.intake.dispatcher.resume()
             yield
-            await app.state.intake.drain()
+            await app.state.intake.drain(timeout_s=5)
             return
         from prefect.client.orchestration import get_client
 
         async with get_client() as client:
-            app.state.intake = AlertIntake(config, CachingRunStarter(PrefectRunStarter(client)))
+            prefect_starter = PrefectRunStarter(client)
+            await prefect_starter.warm(config.deployment)
+            app.state.intake = AlertIntake(config, prefect_starter, book)
+            app.state.intake.dispatcher.resume()
             yield
-            await app.state.intake.drain()
+            # What is not started within the grace period stays journaled for the next start.
+            await app.state.intake.drain(timeout_s=5)
+            await app.state.intake.dispatcher.close()
+        book.close()
 
     app = FastAPI(title="remediation alert receiver", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     if starter is not None:
         # Usable without running the lifespan (httpx.ASGITransport does not send lifespan events).
-        app.state.intake = AlertIntake(config, starter)
+        app.state.intake = AlertIntake(config, starter, book)
 
     async def receive(source: AlertSource, request: Request) -> JSONResponse:
         try:
@@ -162,6 +179,7 @@ def create_app(
             "deployment": config.deployment,
             "sources": [s for s in SOURCES if credentials.enabled(s)],
             "uptime_s": round(time.time() - started, 1),
+            "intake": {**app.state.intake.dispatcher.stats(), **book.counts()},
         }
 
     return app

@@ -3,6 +3,8 @@
 - firing and routed: one `capture-evidence` run per group and start (idempotency key),
   tagged `incident:<id>`, `runbook:capture-evidence`, `target:<name>`, `alert:<source>`,
   `severity:<sev>`; a newly created run is also recorded as a `remediation.alert.firing` event.
+  The first notification is journaled, then started by the dispatcher; the answer waits for
+  the run id only while nothing is queued ahead (`start_wait_s`), else it says `accepted`.
 - resolved: recorded (log line + `remediation.alert.resolved` event), nothing started.
 - no route: per `unmatched`, recorded as `remediation.alert.unrouted` (202) or refused (422).
 """
@@ -15,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from remediation.alert_context import AlertContext
+from remediation.alerts.dispatch import StartDispatcher
 from remediation.alerts.identity import GroupIdentity, identify
+from remediation.alerts.journal import IntakeJournal, JournalEntry
 from remediation.alerts.models import AlertGroup
 from remediation.alerts.routing import ReceiverConfig, RouteAction
-from remediation.alerts.starter import AlertRecord, CaptureRequest, RunStarter
+from remediation.alerts.starter import AlertRecord, CaptureRequest, RunStarter, StartedRun, StartError
 
 __all__ = ["RUNBOOK", "AlertIntake", "Outcome", "Unroutable"]
 
@@ -32,7 +36,7 @@ class Unroutable(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    status: Literal["started", "deduplicated", "resolved", "unrouted", "ignored"]
+    status: Literal["started", "accepted", "deduplicated", "resolved", "unrouted", "ignored"]
     incident_id: str | None
     flow_run_ids: list[str] = field(default_factory=list)
     deduplicated: bool = False
@@ -72,12 +76,17 @@ def capture_request(
 
 
 class AlertIntake:
-    def __init__(self, config: ReceiverConfig, starter: RunStarter, *, batch_delay_s: float = 0.25) -> None:
+    def __init__(
+        self, config: ReceiverConfig, starter: RunStarter, journal: IntakeJournal, *, batch_delay_s: float = 0.25,
+        backoff_s: float = 0.5,
+    ) -> None:
         self.config = config
         self.starter = starter
         self.batch_delay_s = batch_delay_s
         self._buffer: list[AlertRecord] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.dispatcher = StartDispatcher(starter, journal, concurrency=config.start_concurrency, record=self._later,
+                                          backoff_s=backoff_s)
 
     async def handle(self, group: AlertGroup) -> Outcome:
         ident = identify(group)
@@ -95,15 +104,33 @@ class AlertIntake:
                         group.source, ident.incident_id, sorted(group.labels.items()))
             return Outcome(status="unrouted", incident_id=ident.incident_id, detail="no route matched; nothing started")
         name, action = routed
-        run = await self.starter.start(capture_request(self.config, group, ident, action))
-        if run.created:
-            self._later(self._record("firing", group, ident, routed, run.flow_run_id))
-            log.info("alert %s %s firing: started capture run %s on %s (route %s, %s)", group.source,
-                     ident.incident_id, run.flow_run_id, action.target, name, action.severity)
-        else:
+        entry = JournalEntry(capture_request(self.config, group, ident, action),
+                             self._record("firing", group, ident, routed))
+        ticket = await self.dispatcher.submit(entry, ident.incident_id)
+        if ticket.run_id is not None:
             log.debug("alert %s %s firing again: run %s already exists", group.source, ident.incident_id,
-                      run.flow_run_id)
-        return self._outcome("started" if run.created else "deduplicated", ident, routed, str(run.flow_run_id))
+                      ticket.run_id)
+            return self._outcome("deduplicated", ident, routed, str(ticket.run_id))
+        why = "a start is already under way for this group" if not ticket.first else "starts are queued ahead"
+        if ticket.first and ticket.immediate and ticket.first_attempt is not None and self.config.start_wait_s > 0:
+            try:
+                got = await asyncio.wait_for(asyncio.shield(ticket.first_attempt), self.config.start_wait_s)
+            except TimeoutError:
+                got = None
+            if isinstance(got, StartedRun):
+                log.info("alert %s %s firing: capture run %s on %s (route %s, %s)", group.source, ident.incident_id,
+                         got.flow_run_id, action.target, name, action.severity)
+                return self._outcome("started" if got.created else "deduplicated", ident, routed, str(got.flow_run_id))
+            if isinstance(got, StartError) and not got.retryable:
+                raise got
+            why = f"Prefect did not answer within {self.config.start_wait_s:g} s" if got is None else str(got)
+        log.info("alert %s %s firing: accepted and journaled, run not created yet (%s)", group.source,
+                 ident.incident_id, why)
+        return Outcome(
+            status="accepted", incident_id=ident.incident_id, deduplicated=not ticket.first, route=name,
+            target=action.target, severity=action.severity,
+            detail=f"journaled; the capture run is being created ({why}); find it by tag incident:{ident.incident_id}",
+        )
 
     def _outcome(
         self, status: Literal["started", "deduplicated", "resolved"], ident: GroupIdentity,
@@ -155,6 +182,8 @@ class AlertIntake:
             except Exception as exc:
                 log.error("could not record %d alert event(s): %s", len(batch), exc)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Wait for queued starts and buffered events (tests, graceful shutdown)."""
+        await self.dispatcher.drain(timeout_s)
         if self._flusher is not None:
             await self._flusher

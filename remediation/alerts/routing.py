@@ -113,6 +113,11 @@ class ReceiverConfig(_Strict):
     unmatched: Literal["ignore", "reject"] = "ignore"
     #: Sentry sends one webhook per event: events of one issue within this window are one incident.
     sentry_window_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    #: A first notification waits this long for its run id, only if no start is queued ahead of
+    #: it; under a storm the answer is immediate (`accepted`, journaled) and runs follow.
+    start_wait_s: float = Field(default=5.0, ge=0, le=30)
+    #: Creates in flight at once against the Prefect API (the server, not the receiver, is the bound).
+    start_concurrency: int = Field(default=4, ge=1, le=32)
     auth: AuthConfig = AuthConfig()
     routes: list[Route] = []
     default: RouteAction | None = None

@@ -3,21 +3,20 @@
 `PrefectRunStarter` creates a flow run of the capture deployment with Prefect's
 `idempotency_key`: the server's unique index on (flow, key) makes a repeat return
 the run that already exists (HTTP 200 instead of 201), across retries, restarts and
-replicas. `CachingRunStarter` answers repeats of a key from memory in front of it
-(and joins concurrent identical requests) so a storm costs one API call per group;
-it is a latency optimisation only: a cold cache falls through to the server's key.
+replicas. The dispatcher (`dispatch.py`) calls it in the background and remembers
+key → run, so a storm costs one API call per group.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections import OrderedDict
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 import httpx
+
+log = logging.getLogger("remediation.alerts")
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlertRecord",
-    "CachingRunStarter",
     "CaptureRequest",
     "PrefectRunStarter",
     "RecordingRunStarter",
@@ -96,6 +94,17 @@ class PrefectRunStarter:
             self._deployment_ids[name] = deployment.id
         return self._deployment_ids[name]
 
+    async def warm(self, deployment: str) -> None:
+        """At start-up, not under the first storm: the imports `start`/`record` need (hundreds of
+        ms of blocked event loop on first use), the API connection and the deployment's id."""
+        import prefect.client.schemas.actions
+        import prefect.events  # noqa: F401
+
+        try:
+            await self._deployment_id(deployment)
+        except StartError as exc:  # not registered yet: the dispatcher retries its starts
+            log.warning("%s", exc)
+
     async def start(self, request: CaptureRequest) -> StartedRun:
         from prefect.client.schemas.actions import DeploymentFlowRunCreate
 
@@ -147,43 +156,6 @@ class PrefectRunStarter:
             raise StartError(f"Prefect answered {status}: {detail}", retryable=status >= 500 or status == 429) from None
         except httpx.HTTPError as exc:
             raise StartError(f"Prefect API unreachable: {type(exc).__name__}", retryable=True) from None
-
-
-class CachingRunStarter:
-    """Remembers key → run for `ttl_s` and joins concurrent starts of one key; Prefect stays the truth."""
-
-    def __init__(self, inner: RunStarter, *, max_keys: int = 10_000, ttl_s: float = 600.0) -> None:
-        self._inner = inner
-        self._max_keys = max_keys
-        self._ttl_s = ttl_s
-        self._known: OrderedDict[str, tuple[float, UUID]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[StartedRun]] = {}
-
-    async def start(self, request: CaptureRequest) -> StartedRun:
-        key = request.idempotency_key
-        hit = self._known.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return StartedRun(flow_run_id=hit[1], created=False)
-        task = self._inflight.get(key)
-        owner = task is None
-        if task is None:
-            task = asyncio.ensure_future(self._inner.start(request))
-            self._inflight[key] = task
-            task.add_done_callback(lambda t, k=key: self._settle(k, t))  # type: ignore[misc]
-        result = await asyncio.shield(task)
-        return result if owner else StartedRun(flow_run_id=result.flow_run_id, created=False)
-
-    def _settle(self, key: str, task: asyncio.Task[StartedRun]) -> None:
-        self._inflight.pop(key, None)
-        if task.cancelled() or task.exception() is not None:
-            return
-        self._known[key] = (time.monotonic() + self._ttl_s, task.result().flow_run_id)
-        self._known.move_to_end(key)
-        while len(self._known) > self._max_keys:
-            self._known.popitem(last=False)
-
-    async def record(self, *records: AlertRecord) -> None:
-        await self._inner.record(*records)
 
 
 @dataclass

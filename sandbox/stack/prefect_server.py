@@ -198,6 +198,8 @@ class AlertReceiver(_ProjectProcess):
         self.port = port
 
     def start(self, extra_env: Mapping[str, str]) -> None:
-        if self._launch([sys.executable, "-m", "remediation.alerts", "serve", "--port", str(self.port)], extra_env):
+        journal = self.home / "alerts" / "intake.sqlite"
+        if self._launch([sys.executable, "-m", "remediation.alerts", "serve", "--port", str(self.port),
+                         "--journal", str(journal)], extra_env):
             wait_until(lambda: port_open("127.0.0.1", self.port), timeout_s=60, what="alert receiver",
                        log_file=self.log_file)

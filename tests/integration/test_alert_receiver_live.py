@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 
 from sandbox.stack.info import StackInfo
-from tests.fixtures.alert_capture import cancel_runs, park_capture_deployment, real_flow_exists
+from tests.fixtures.alert_capture import delete_parked_runs, park_capture_deployment, real_flow_exists
 from tests.fixtures.alert_receiver_proc import ReceiverProcess, free_port, write_routes
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def parked(stack: StackInfo) -> str:
 def created_runs() -> Iterator[set[str]]:
     ids: set[str] = set()
     yield ids
-    cancel_runs(ids)
+    delete_parked_runs(ids, PARKED[1])
 
 
 def deployment_id(name: str) -> uuid.UUID:
@@ -241,6 +241,46 @@ def capture_deployment(request: pytest.FixtureRequest, stack: StackInfo) -> str:
 def _runs_with_label(deployment: str, label: str, value: str) -> list[FlowRun]:
     return [r for r in runs_tagged(deployment, "alert:alertmanager")
             if (r.parameters.get("alert") or {}).get("labels", {}).get(label) == value]
+
+
+def test_an_alert_accepted_while_prefect_refuses_is_started_once_after_a_crash(
+    stack: StackInfo, tmp_path: Path, created_runs: set[str]
+) -> None:
+    """202 = journaled: the deployment is missing (Prefect answers 404, retryable), the receiver is
+    killed, the deployment appears, and the next receiver on the same journal starts the run once."""
+    name = f"alert-journal-{uuid.uuid4().hex[:8]}"
+    deployment = f"capture-evidence/{name}"
+    routes = write_routes(tmp_path / "routes.toml", deployment)
+    journal = tmp_path / "intake.sqlite"
+    body = alertmanager_payload(f"{{}}:{{it=\"{uuid.uuid4().hex}\"}}", datetime.now(UTC).replace(microsecond=0))
+    first = ReceiverProcess(routes, ENV, tmp_path / "first.log", journal=journal).start()
+    try:
+        out = asyncio.run(_post_all([first.url], body, per_url=3))
+        assert [r.status_code for r in out] == [202, 202, 202], [r.text for r in out]
+        answers = [r.json() for r in out]
+        assert {a["status"] for a in answers} == {"accepted"} and all(a["flow_run_ids"] == [] for a in answers)
+        assert sum(not a["deduplicated"] for a in answers) == 1
+        assert "not registered" in next(a for a in answers if not a["deduplicated"])["detail"]
+        assert httpx.get(f"{first.url}/healthz").json()["intake"]["pending"] == 1
+    finally:
+        first.kill()
+    park_capture_deployment(name, PARKED[1])
+    second = ReceiverProcess(routes, ENV, tmp_path / "second.log", journal=journal).start()
+    try:
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{second.url}/healthz").json()["intake"]["pending"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        runs = runs_tagged(deployment, f"incident:{answers[0]['incident_id']}")
+        created_runs.update(str(r.id) for r in runs)
+        assert len(runs) == 1, "started once, from the journal"
+        again = asyncio.run(_post_all([second.url], body, per_url=1))[0].json()
+        assert again["deduplicated"] is True and again["flow_run_ids"] == [str(runs[0].id)]
+        assert "resuming 1 accepted alert" in (tmp_path / "second.log").read_text()
+    finally:
+        second.stop()
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id(deployment))
+
 
 
 def test_real_alertmanager_starts_exactly_one_capture_per_group(

@@ -20,6 +20,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
+from remediation.resume import alert_capture_run
 from remediation.warm_runner import RunnerConfig, WarmRunner
 from sandbox.stack.info import StackInfo
 
@@ -47,7 +48,7 @@ def test_alert_capture_run_is_running_within_seconds(deployments: list[str]) -> 
     resp = httpx.post(f"http://127.0.0.1:{st.settings.alert_receiver_port}/alerts/generic", json=body,
                       headers={"Authorization": f"Bearer {st.secrets['alert_token']}"}, timeout=30)
     assert resp.status_code == 202, resp.text
-    run_id = resp.json()["flow_run_ids"][0]
+    run_id = alert_capture_run(resp.json())
     with get_client(sync_client=True) as client:
         deadline = time.monotonic() + 60
         while True:

@@ -329,14 +329,44 @@ def test_a_source_without_credentials_is_switched_off() -> None:
     assert rx.nothing_happened()
 
 
-@pytest.mark.parametrize(("retryable", "code"), [(True, 503), (False, 502)])
-def test_prefect_failures_answer_5xx_so_the_sender_retries(retryable: bool, code: int) -> None:
+def test_prefect_unreachable_is_accepted_and_started_when_it_is_back() -> None:
     rx = Receiver()
-    rx.starter.fail_with = StartError("Prefect API unreachable: ConnectError", retryable=retryable)
+    rx.starter.fail_with = StartError("Prefect API unreachable: ConnectError", retryable=True)
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=rx.app), base_url="http://r") as client:
+            resp = await client.post("/alerts/alertmanager", content=json.dumps(payload("alertmanager")),
+                                     headers=AUTH)
+        assert rx.starter.created_runs == 0
+        rx.starter.fail_with = None
+        await rx.app.state.intake.drain(timeout_s=10)
+        return resp
+
+    resp = asyncio.run(go())
+    assert resp.status_code == 202, resp.text
+    out = resp.json()
+    assert out["status"] == "accepted" and out["flow_run_ids"] == [] and "unreachable" in out["detail"]
+    assert rx.starter.created_runs == 1, "journaled, retried, started once"
+    assert [r.event for r in rx.starter.records] == ["remediation.alert.firing"]
+
+
+def test_a_refusal_by_prefect_answers_502_and_starts_nothing() -> None:
+    rx = Receiver()
+    rx.starter.fail_with = StartError("Prefect refused the request (422): parameters", retryable=False)
     resp = rx.post("/alerts/alertmanager", payload("alertmanager"), AUTH)
-    assert resp.status_code == code
-    assert "could not start the capture run" in resp.json()["detail"]
-    assert ("retry-after" in resp.headers) is retryable
+    assert resp.status_code == 502 and "could not start the capture run" in resp.json()["detail"]
+    assert "retry-after" not in resp.headers and rx.starter.created_runs == 0
+
+
+def test_resolved_with_prefect_unreachable_answers_503_so_the_sender_retries() -> None:
+    rx = Receiver()
+    rx.starter.fail_with = StartError("Prefect API unreachable: ConnectError", retryable=True)
+    body = payload("alertmanager")
+    body["status"] = "resolved"
+    for alert in body["alerts"]:
+        alert["status"] = "resolved"
+    resp = rx.post("/alerts/alertmanager", body, AUTH)
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "5"
 
 
 def test_healthz() -> None:

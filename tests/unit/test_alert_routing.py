@@ -1,4 +1,4 @@
-"""Routes file, identities and the run-start cache, without a server."""
+"""Routes file and identities, without a server."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from uuid import uuid4
 
 import pytest
 
-from remediation.alerts import CachingRunStarter, Credentials, RecordingRunStarter, StartError, identify, load_config
+from remediation.alerts import Credentials, RecordingRunStarter, identify, load_config
 from remediation.alerts.auth import sentry_signature
 from remediation.alerts.models import AlertGroup
 from remediation.alerts.routing import DEFAULT_ROUTES_FILE
-from remediation.alerts.starter import CaptureRequest, StartedRun
+from remediation.alerts.starter import CaptureRequest
 from remediation.errors import InventoryError
 
 
@@ -103,44 +103,6 @@ def test_identity_depends_on_source_group_and_start_only() -> None:
 def _req(key: str) -> CaptureRequest:
     return CaptureRequest(deployment="capture-evidence/capture-evidence", idempotency_key=key,
                           run_name="capture-x", parameters={}, tags=())
-
-
-class SlowStarter(RecordingRunStarter):
-    async def start(self, request: CaptureRequest) -> StartedRun:
-        await asyncio.sleep(0.05)
-        return await super().start(request)
-
-
-def test_cache_joins_concurrent_starts_of_one_key_and_answers_repeats_from_memory() -> None:
-    inner = SlowStarter()
-    cache = CachingRunStarter(inner, max_keys=3)
-
-    async def storm() -> list[StartedRun]:
-        first = await asyncio.gather(*(cache.start(_req(f"k{i % 2}")) for i in range(50)))
-        again = [await cache.start(_req("k0")), await cache.start(_req("k1"))]
-        return [*first, *again]
-
-    results = asyncio.run(storm())
-    assert len(inner.started) == 2, "one server call per key"
-    assert sum(r.created for r in results) == 2
-    assert {r.flow_run_id for r in results} == set(inner.runs_by_key.values())
-
-
-def test_cache_does_not_remember_failures_and_evicts_oldest() -> None:
-    inner = RecordingRunStarter(fail_with=StartError("down", retryable=True))
-    cache = CachingRunStarter(inner, max_keys=2)
-
-    async def go() -> None:
-        with pytest.raises(StartError):
-            await cache.start(_req("a"))
-        inner.fail_with = None
-        assert (await cache.start(_req("a"))).created
-        await cache.start(_req("b"))
-        await cache.start(_req("c"))  # evicts "a" from memory; the server's key still holds
-        assert not (await cache.start(_req("a"))).created
-
-    asyncio.run(go())
-    assert len(inner.started) == 4
 
 
 def test_recording_starter_mimics_server_idempotency() -> None:
