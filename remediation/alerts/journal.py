@@ -78,6 +78,11 @@ class IntakeJournal:
         self._reader = self._db if memory else self._connect("NORMAL")
         self._db.execute("DELETE FROM intake WHERE started_at IS NOT NULL AND started_at < ?", (time.time() - keep_s,))
 
+    def _reading(self) -> contextlib.AbstractContextManager[object]:
+        # A file's reader is its own connection (WAL: never waits for the writer's fsync, so the
+        # event loop's reads do not block on a commit); in memory it is the writer itself.
+        return self._lock if self._reader is self._db else contextlib.nullcontext()
+
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=10, check_same_thread=False)
         if self.path != ":memory:":
@@ -120,7 +125,7 @@ class IntakeJournal:
 
     def run_id(self, key: str) -> UUID | None:
         """From a reader connection: in WAL mode it never waits for the writer's fsync."""
-        with self._lock if self._reader is self._db else contextlib.nullcontext():
+        with self._reading():
             row = self._reader.execute("SELECT run_id FROM intake WHERE key = ?", (key,)).fetchone()
         return UUID(row[0]) if row and row[0] else None
 
@@ -143,8 +148,8 @@ class IntakeJournal:
         return [JournalEntry(_load_request(r[0]), _load_record(r[1])) for r in rows]
 
     def counts(self) -> dict[str, Any]:
-        with self._lock:
-            row = self._db.execute(
+        with self._reading():
+            row = self._reader.execute(
                 "SELECT count(*) FILTER (WHERE run_id IS NULL AND failed IS NULL),"
                 " count(*) FILTER (WHERE failed IS NOT NULL), count(*) FILTER (WHERE run_id IS NOT NULL),"
                 " min(accepted_at) FILTER (WHERE run_id IS NULL AND failed IS NULL) FROM intake"
