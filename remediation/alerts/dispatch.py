@@ -78,10 +78,7 @@ class StartDispatcher:
             return Ticket(run_id=known[1])
         if key in self._entries:
             return Ticket(run_id=None, first_attempt=self._first.get(key))
-        # Claimed before the journal write, so repeats arriving during the fsync join this one.
-        self._entries[key] = entry
-        future: asyncio.Future[StartedRun | StartError] = asyncio.get_running_loop().create_future()
-        self._first[key] = future
+        future = self._claim(entry)  # before the journal write: repeats during the fsync join this one
         try:
             run_id = await self._accept(entry, incident_id)   # durable from here on
         except BaseException:
@@ -94,15 +91,15 @@ class StartDispatcher:
             self._remember(key, run_id)
             return Ticket(run_id=run_id)
         immediate = self._running < self.concurrency and not self._queue
-        self._queue.append(key)
-        self._pump()
+        self._queue_start(key)
         return Ticket(run_id=None, first=True, immediate=immediate, first_attempt=future)
 
     def resume(self) -> int:
         """Queue what the journal holds unstarted (a previous process's accepted alerts)."""
         pending = [e for e in self.journal.pending() if e.request.idempotency_key not in self._entries]
         for entry in pending:
-            self._enqueue(entry)
+            self._claim(entry)
+            self._queue_start(entry.request.idempotency_key)
         if pending:
             log.warning("resuming %d accepted alert(s) whose capture run was not yet created", len(pending))
         return len(pending)
@@ -128,14 +125,17 @@ class StartDispatcher:
         self._io.shutdown(wait=True)
 
     # --- the background -----------------------------------------------------------------------
-    def _enqueue(self, entry: JournalEntry) -> asyncio.Future[StartedRun | StartError]:
+    def _claim(self, entry: JournalEntry) -> asyncio.Future[StartedRun | StartError]:
+        """This process owns the key's start; the future carries its first attempt's outcome."""
         key = entry.request.idempotency_key
         self._entries[key] = entry
         future: asyncio.Future[StartedRun | StartError] = asyncio.get_running_loop().create_future()
         self._first[key] = future
+        return future
+
+    def _queue_start(self, key: str) -> None:
         self._queue.append(key)
         self._pump()
-        return future
 
     async def _accept(self, entry: JournalEntry, incident_id: str) -> UUID | None:
         """The key's run id if the journal has one; else journal it, sharing a commit (and its
@@ -217,8 +217,7 @@ class StartDispatcher:
         log.warning("capture %s not started (attempt %d: %s); retrying in %.1f s",
                     self._entries[key].request.run_name, attempt, exc, delay)
         await asyncio.sleep(delay)
-        self._queue.append(key)
-        self._pump()
+        self._queue_start(key)
 
     def _first_outcome(self, key: str, outcome: StartedRun | StartError) -> None:
         future = self._first.pop(key, None)
