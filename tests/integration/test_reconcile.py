@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,14 @@ def _audit_rows(dsn: str, plan_hash: str) -> list[tuple[Any, ...]]:
         return conn.execute(
             "SELECT player_id, before, after, approver, flow_run_id FROM rp_reconcile_audit WHERE plan_hash = %s"
             " ORDER BY player_id", (plan_hash,)).fetchall()
+
+
+def _wait_until(ok: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
+        time.sleep(0.05)
 
 
 def _db(stack: StackInfo) -> PsycopgDatabase:
@@ -144,12 +153,13 @@ def test_deposits_during_apply_never_produce_a_wrong_balance(stack: StackInfo, r
     plan = plan_from(db, incident_id=incident(), target="sandbox", scope=Scope())
     assert {c.player_id: c.drift for c in plan.corrections} == drifted
     with Traffic(stack.gateway_url, players, workers=6, seed=3) as traffic:
-        # Deposits land between the plan and the apply (so some drifted players moved) and during it.
-        time.sleep(1.0)
+        # Deposits land between the plan and the apply (so some drifted players moved) and during it;
+        # waited for, not slept for: on a loaded box the first deposit can take more than a second.
+        _wait_until(lambda: traffic.stats.ok >= 10, "10 deposits before the apply")
         started = time.monotonic()
         done = apply_plan(db, plan, approver="bob", flow_run_id=None, chunk_size=1)
         ended = time.monotonic()
-        time.sleep(0.3)
+        _wait_until(lambda: (traffic.stats.last_ok_at or 0) > ended, "a deposit after the apply")
     stats = traffic.stats
     assert stats.ok > 20 and stats.unavailable == 0, stats.as_dict()
     assert stats.first_ok_at is not None and stats.first_ok_at < started and (stats.last_ok_at or 0) > ended
