@@ -10,7 +10,7 @@ from prefect.states import Completed, Failed, State
 from remediation.audit.gather import incident_runs
 from remediation.audit.report import render
 from remediation.inventory import load_target
-from remediation.params import IncidentId, TargetName
+from remediation.params import DryRunRead, IncidentId, TargetName, described
 from remediation.runbook import runbook_text
 from tasks.audit import build_audit_export, store_audit_export, verify_audit_export
 
@@ -18,7 +18,8 @@ RUNBOOK = "audit-export"
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
-def audit_export(incident_id: IncidentId, target: TargetName = "sandbox", dry_run: bool = False) -> State:
+@described
+def audit_export(incident_id: IncidentId, target: TargetName = "sandbox", dry_run: DryRunRead = False) -> State:
     """Gather every run tagged with the incident, re-verify its evidence in S3, chain the records by
     hash, and store the report, the records and the chain head beside the evidence."""
     log = get_run_logger()

@@ -37,7 +37,7 @@ from remediation.errors import BadInputError
 from remediation.evidence_profile import PROFILE_NAME
 from remediation.gather import failure_reason, settle_all
 from remediation.inventory import load_target
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import DryRunRead, IncidentId, Initiator, TargetName, described
 from remediation.redact import Redactor, for_target
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
@@ -65,13 +65,16 @@ TASKS: dict[str, Any] = {
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def capture_evidence(
     incident_id: IncidentId,
     target: TargetName = "sandbox",
     profile: ProfileName = "default",
     initiated_by: Initiator = "unknown",
-    alert: AlertContext | None = None,
-    dry_run: bool = False,
+    alert: Annotated[AlertContext, Field(description="Set by the alert receiver: the alert that started this "
+                                                     "capture (source, fingerprint, labels); leave empty when "
+                                                     "starting by hand")] | None = None,
+    dry_run: DryRunRead = False,
 ) -> State[Any]:
     """Capture, redact, hash, upload and verify the target's evidence for one incident."""
     log = get_run_logger()

@@ -13,20 +13,46 @@ from remediation.approval import plan_hash, request_approval
 from remediation.change_log import record_changes
 from remediation.errors import BadInputError
 from remediation.inventory import Target, load_target
-from remediation.levers import BrandFlag, Lever, LeverChange, needs_approval, plan_contain, resource_for
+from remediation.levers import (
+    BrandFlag,
+    Lever,
+    LeverChange,
+    apply_path,
+    needs_approval,
+    plan_contain,
+    resource_for,
+)
 from remediation.locks import target_lock
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import (
+    ApprovalTimeout,
+    DryRunRisky,
+    IncidentId,
+    Initiator,
+    LeverChoice,
+    LockWait,
+    TargetName,
+    described,
+)
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
 from tasks.admin_api import apply_lever_change, get_lever_state
 from tasks.wallet import check_lever_effect
 
 RUNBOOK = "contain"
-BrandId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="brand for brand-disable")]
+BrandId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+                                description="`brand-disable` only: the brand to disable, one of the target's "
+                                            "brands (e.g. `alpha`); leave empty for the other levers")]
+BrandFlags = Annotated[
+    list[BrandFlag],
+    Field(description="`brand-disable` only: which `payment_policy` flags to set false: `deposit_enabled` "
+                      "(the default when empty) and/or `withdraw_enabled`"),
+]
 Message = Annotated[
     str,
     Field(pattern=r"^[\w .,:!?()#/@+—–-]{0,200}$",
-          description="freeze message / block reason; letters, digits, spaces and . , : ! ? ( ) # / @ + - only"),
+          description="`platform-freeze`: the maintenance message; `provider-ingress-block`: the block reason. "
+                      "Empty: `Emergency maintenance — <incident>`. Letters, digits, spaces and "
+                      ". , : ! ? ( ) # / @ + - only"),
 ]
 #: A plan that keeps changing under the approver is a situation to look at, not to chase.
 MAX_REPLANS = 3
@@ -42,26 +68,28 @@ def _stays_live(target: Target, lever: Lever, brand_id: str | None) -> list[str]
     return ["deposits and withdrawals through the gateway"]
 
 
-def _summary(incident_id: str, target: Target, change: LeverChange, live: list[str]) -> str:
+def _summary(incident_id: str, target: Target, change: LeverChange, live: list[str], read_via: str) -> str:
     return (
         f"### contain {change.lever} on `{target.name}` for {incident_id}\n\n"
         f"- **change**: {change.description}\n- **from** `{change.before}` **to** `{change.after}`\n"
+        f"- **path**: {apply_path(change, read_via)}\n"
         f"- **stays live**: {'; '.join(live)}\n"
     )
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def contain(
     incident_id: IncidentId,
-    lever: Lever,
+    lever: LeverChoice,
+    initiated_by: Initiator,
     target: TargetName = "sandbox",
     brand_id: BrandId | None = None,
-    brand_flags: list[BrandFlag] | None = None,
+    brand_flags: BrandFlags | None = None,
     message: Message | None = None,
-    initiated_by: Initiator = "unknown",
-    dry_run: bool = True,
-    approval_timeout_s: Annotated[int, Field(ge=5, le=86400)] | None = None,
-    lock_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60,
+    dry_run: DryRunRisky = True,
+    approval_timeout_s: ApprovalTimeout | None = None,
+    lock_wait_s: LockWait = 60,
 ) -> State:
     """Apply one containment lever: plan → approval bound to the plan → apply once → verify → record."""
     log = get_run_logger()
@@ -77,8 +105,13 @@ def contain(
     tag_current_run(incident_id, RUNBOOK, inv.name)
     live = _stays_live(inv, lever, brand_id)
 
+    read_via = "admin-api"
+
     def plan() -> tuple[LeverChange, dict[str, Any]]:
-        change = plan_contain(lever, get_lever_state(inv), message=text, brand_id=brand_id, flags=flags)
+        nonlocal read_via
+        state = get_lever_state(inv)
+        read_via = state.read_via
+        change = plan_contain(lever, state, message=text, brand_id=brand_id, flags=flags)
         return change, {"incident_id": incident_id, "target": inv.name, "change": change.model_dump(mode="json")}
 
     change, shown = plan()
@@ -88,8 +121,9 @@ def contain(
         return Completed(message=f"{lever} already in place; verified={verified['ok']}",
                          data={"outcome": "already-in-place", "verification": verified})
     if dry_run:
-        create_markdown_artifact(key=f"contain-plan-{incident_id.lower()}",
-                                 markdown=_summary(incident_id, inv, change, live) + "\n*dry run: nothing changed*\n")
+        create_markdown_artifact(
+            key=f"contain-plan-{incident_id.lower()}",
+            markdown=_summary(incident_id, inv, change, live, read_via) + "\n*dry run: nothing changed*\n")
         return Completed(message=f"dry run: would {change.description}",
                          data={"outcome": "dry-run", "would_change": [change.model_dump(mode="json")],
                                "stays_live": live})
@@ -101,7 +135,7 @@ def contain(
                               approve_brand_disable=inv.policy.approve_brand_disable):
                 approval = request_approval(
                     step=f"contain-{lever}", target=inv.name, plan=shown,
-                    summary_markdown=_summary(incident_id, inv, change, live), requested_by=initiated_by,
+                    summary_markdown=_summary(incident_id, inv, change, live, read_via), requested_by=initiated_by,
                     four_eyes=inv.policy.four_eyes,
                     timeout_s=approval_timeout_s or inv.policy.approval_timeout_s,
                 )

@@ -11,28 +11,33 @@ from prefect.states import Completed, State
 from pydantic import Field
 
 from remediation.inventory import load_target
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import DryRunRead, IncidentId, Initiator, SeverityChoice, TargetName, described
 from remediation.postmortem import render_postmortem
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
-from remediation.status import Severity
 from tasks.audit import read_incident_history, store_incident_document
 
 RUNBOOK = "postmortem"
-Title = Annotated[str, Field(pattern=r"^[\w .,:!?()#/@+'—–-]{1,120}$", description="one-line title")]
+Title = Annotated[str, Field(
+    pattern=r"^[\w .,:!?()#/@+'—–-]{1,120}$",
+    description="One-line title of the incident, the postmortem's heading (e.g. `deposits failing after a deploy`)",
+)]
 #: How the response loop ended, as the respond flow says it (no control characters).
-Outcome = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]{1,600}$")]
+Outcome = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]{1,600}$",
+                               description="How the response loop ended, one line (`respond` fills it in); "
+                                           "empty: the summary says what the run history shows")]
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def postmortem(
     incident_id: IncidentId,
     target: TargetName = "sandbox",
-    severity: Severity = "SEV2",
+    severity: SeverityChoice = "SEV2",
     title: Title = "incident",
     initiated_by: Initiator = "unknown",
     outcome: Outcome | None = None,
-    dry_run: bool = False,
+    dry_run: DryRunRead = False,
 ) -> State:
     """Fill the template from the incident's runs: timeline in UTC, approvals, levers, revert, verification,
     reconciliation; store it as an artifact and in the incident's evidence."""

@@ -14,7 +14,16 @@ from remediation.approval import request_approval
 from remediation.bundle import EvidenceFile
 from remediation.inventory import Target, load_target
 from remediation.locks import target_lock
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import (
+    ApprovalTimeout,
+    DryRunRisky,
+    IncidentId,
+    Initiator,
+    LockWait,
+    ReconcileScope,
+    TargetName,
+    described,
+)
 from remediation.reconcile import ApplyResult, ReconcilePlan, Scope
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
@@ -166,15 +175,18 @@ def _nothing_to_apply(plan: ReconcilePlan, base: dict[str, Any], when: str) -> S
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def reconcile(
     incident_id: IncidentId,
+    initiated_by: Initiator,
     target: TargetName = "sandbox",
-    scope: Scope = Scope(),  # noqa: B008 - a frozen pydantic model: the UI form's default
-    initiated_by: Initiator = "unknown",
-    dry_run: bool = True,
-    max_corrections: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000,
-    approval_timeout_s: Annotated[int, Field(ge=5, le=86400)] | None = None,
-    lock_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60,
+    scope: ReconcileScope = Scope(),  # noqa: B008 - a frozen pydantic model: the UI form's default
+    dry_run: DryRunRisky = True,
+    max_corrections: Annotated[int, Field(ge=1, le=1_000_000, description="Refuse to apply a plan with more "
+                                          "corrections than this (1-1,000,000); the dry run still lists them "
+                                          "all, so a person can look")] = 10_000,
+    approval_timeout_s: ApprovalTimeout | None = None,
+    lock_wait_s: LockWait = 60,
 ) -> State:
     """Compare every in-scope player's ledger sum with the bucket; after approval of the exact plan, correct
     the side that is not the target's source of truth in one guarded transaction; then prove zero mismatches."""

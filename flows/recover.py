@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
-from pydantic import Field
 
 from flows._gates import FlowGates
 from remediation.all_clear import AllClearGates
 from remediation.approval import plan_hash, request_approval
 from remediation.change_log import read_changes, record_changes
 from remediation.inventory import load_target
-from remediation.levers import AppliedChange, LeverChange, drifted, plan_recover
+from remediation.levers import AppliedChange, LeverChange, apply_path, drifted, plan_recover
 from remediation.locks import target_lock
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import ApprovalTimeout, DryRunRisky, IncidentId, Initiator, LockWait, TargetName, described
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
 from tasks.admin_api import apply_lever_change, get_lever_state
@@ -27,9 +24,11 @@ RUNBOOK = "recover"
 GATES: AllClearGates = FlowGates()
 
 
-def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list[AppliedChange]) -> str:
+def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list[AppliedChange],
+             read_via: str) -> str:
     lines = [f"### recover `{target}` for {incident_id}: undo in this order", ""]
-    lines += [f"{i}. {c.description} — `{c.before}` → `{c.after}`" for i, c in enumerate(undo, 1)]
+    lines += [f"{i}. {c.description} — `{c.before}` → `{c.after}`\n   - path: {apply_path(c, read_via)}"
+              for i, c in enumerate(undo, 1)]
     if moved:
         lines += ["", "**Left alone** (moved by someone else since we set them):"]
         lines += [f"- {m.change.resource}: we set `{m.change.after}`" for m in moved]
@@ -38,13 +37,14 @@ def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def recover(
     incident_id: IncidentId,
+    initiated_by: Initiator,
     target: TargetName = "sandbox",
-    initiated_by: Initiator = "unknown",
-    dry_run: bool = True,
-    approval_timeout_s: Annotated[int, Field(ge=5, le=86400)] | None = None,
-    lock_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60,
+    dry_run: DryRunRisky = True,
+    approval_timeout_s: ApprovalTimeout | None = None,
+    lock_wait_s: LockWait = 60,
 ) -> State:
     """Reverse the incident's recorded lever changes (newest first) after approval; all-clear only
     when a round trip and the books are clean."""
@@ -57,7 +57,7 @@ def recover(
     undo = plan_recover(recorded, state, note=f"recovered {incident_id}")
     moved = drifted(recorded, state)
     shown = {"incident_id": incident_id, "target": inv.name, "undo": [c.model_dump(mode="json") for c in undo]}
-    summary = _summary(incident_id, inv.name, undo, moved)
+    summary = _summary(incident_id, inv.name, undo, moved, state.read_via)
     if dry_run:
         create_markdown_artifact(key=f"recover-plan-{incident_id.lower()}", markdown=summary + "\n*dry run*\n")
         return Completed(message=f"dry run: would undo {len(undo)} change(s)",
@@ -92,9 +92,12 @@ def recover(
         "effects": effects, "round_trip": round_trip, "books": books,
         "approval": approval.model_dump(mode="json") if approval else None,
     }
-    problems = [n for n, ok in (("lever verification", all(e["ok"] for e in effects)),
-                                ("round trip", round_trip["ok"]), ("books", books["ok"])) if not ok]
+    problems = [why for why, ok in (
+        ("lever verification failed", all(e["ok"] for e in effects)),
+        (f"round trip failed ({round_trip.get('message') or 'see its run'})", round_trip["ok"]),
+        (f"books not clean ({books.get('mismatched', '?')} mismatched player(s): run reconcile)", books["ok"]),
+    ) if not ok]
     if problems:
-        return Failed(message=f"levers undone ({len(done)}) but NOT all-clear: {', '.join(problems)} failed",
+        return Failed(message=f"levers undone ({len(done)}) but NOT all-clear: {'; '.join(problems)}",
                       data=result)
     return Completed(message=f"all-clear: {len(done)} change(s) undone, round trip and books clean", data=result)

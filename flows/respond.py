@@ -20,36 +20,51 @@ from flows.snapshot_context import snapshot_context
 from flows.verify_round_trip import verify_round_trip
 from remediation.incident_loop import Loop, Step
 from remediation.inventory import load_target
-from remediation.levers import Lever
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import (
+    ApprovalTimeout,
+    DryRunRisky,
+    IncidentId,
+    Initiator,
+    LeverChoice,
+    ReconcileScope,
+    SeverityChoice,
+    TargetName,
+    described,
+)
 from remediation.reconcile import Scope
 from remediation.rollback import CommitSha
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
-from remediation.status import Severity
 
 RUNBOOK = "respond"
-Impact = Annotated[str, Field(pattern=r"^[\w .,:;!?()#/@%+'—–-]{1,200}$", description="current impact, one line")]
+Impact = Annotated[str, Field(
+    pattern=r"^[\w .,:;!?()#/@%+'—–-]{1,200}$",
+    description="Current impact, one line, for the status updates (e.g. `deposits failing on every brand`)",
+)]
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def respond(
     incident_id: IncidentId,
+    initiated_by: Initiator,
     target: TargetName = "sandbox",
-    severity: Severity = "SEV2",
+    severity: SeverityChoice = "SEV2",
     title: Title = "incident",
     impact: Impact = "under investigation",
-    initiated_by: Initiator = "unknown",
-    contain_lever: Lever | None = "deposit-halt",
+    contain_lever: LeverChoice | None = "deposit-halt",
     brand_id: BrandId | None = None,
     bad_commit: CommitSha | None = None,
-    reconcile_scope: Scope = Scope(),  # noqa: B008 - frozen pydantic model: the UI form's default
-    dry_run: bool = True,
-    status_interval_s: Annotated[float, Field(ge=1, le=86400)] = 1800,
-    approval_timeout_s: Annotated[int, Field(ge=5, le=86400)] | None = None,
+    reconcile_scope: ReconcileScope = Scope(),  # noqa: B008 - frozen pydantic model: the UI form's default
+    dry_run: DryRunRisky = True,
+    status_interval_s: Annotated[float, Field(ge=1, le=86400, description="SEV1/SEV2: seconds between status "
+                                              "updates to the channel (1-86400; seed 000: every 30 min = 1800), "
+                                              "besides one at each step; SEV3/SEV4 get the per-step ones only")
+                                 ] = 1800,
+    approval_timeout_s: ApprovalTimeout | None = None,
 ) -> State:
-    """acknowledge → snapshot → capture evidence → contain ⚠ → rollback ⚠ → verify → recover ⚠ →
-    reconcile ⚠ → postmortem. A rejected or timed-out approval ends the loop at that step; a skipped
+    """acknowledge → snapshot → capture evidence → contain ⚠ → rollback ⚠ → verify → reconcile ⚠ →
+    recover ⚠ → postmortem. A rejected or timed-out approval ends the loop at that step; a skipped
     one (with its reason) lets it go on."""
     log = get_run_logger()
     inv = load_target(target)
@@ -74,9 +89,10 @@ def respond(
         Step("rollback", lambda: rollback(**risky, bad_commit=bad_commit, verify=False, return_state=True)),
         Step("verify-round-trip", lambda: verify_round_trip(**common, return_state=True), risky=False,
              must_pass=False),
-        # recover's books gate can fail on drift that reconcile is about to fix: not a reason to stop.
-        Step("recover", lambda: recover(**risky, return_state=True), must_pass=False),
+        # Seed 000: clean reconciliation before all-clear. Reconciled while the levers still hold (fewer
+        # writes racing the apply), recover's gates then find the books clean: a green incident reads green.
         Step("reconcile", lambda: reconcile(**risky, scope=reconcile_scope, return_state=True)),
+        Step("recover", lambda: recover(**risky, return_state=True)),
     ]
     try:
         for step in steps:

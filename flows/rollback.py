@@ -13,7 +13,7 @@ from pydantic import Field
 from remediation.approval import Approval, plan_hash, request_approval
 from remediation.inventory import Target, load_target
 from remediation.locks import target_lock
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import ApprovalTimeout, DryRunRisky, IncidentId, Initiator, LockWait, TargetName, described
 from remediation.rollback import CommitSha, RevertPlan, revert_message, summary_markdown
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
@@ -66,16 +66,21 @@ def _after_deploy(inv: Target, incident_id: str, initiated_by: str, health_deadl
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def rollback(
     incident_id: IncidentId,
+    initiated_by: Initiator,
     target: TargetName = "sandbox",
     bad_commit: CommitSha | None = None,
-    initiated_by: Initiator = "unknown",
-    dry_run: bool = True,
-    verify: bool = True,
-    health_deadline_s: Annotated[float, Field(ge=5, le=3600)] = 120,
-    approval_timeout_s: Annotated[int, Field(ge=5, le=86400)] | None = None,
-    lock_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60,
+    dry_run: DryRunRisky = True,
+    verify: Annotated[bool, Field(description="After a healthy rebuild, run `verify-round-trip` (a netted "
+                                              "deposit, withdraw, bet and settle on each brand's synthetic player)")
+                      ] = True,
+    health_deadline_s: Annotated[float, Field(ge=5, le=3600, description="Seconds (5-3600) to wait for the "
+                                              "gateway's `/health` to answer 200 after the rebuild; never healthy "
+                                              "fails the run with the last health body (no second revert)")] = 120,
+    approval_timeout_s: ApprovalTimeout | None = None,
+    lock_wait_s: LockWait = 60,
 ) -> State:
     """Revert the bad commit (default: the last deploy), push, rebuild on the host over SSH, wait for
     health, verify a round trip. Approval first; older than the policy's limit only as an override."""

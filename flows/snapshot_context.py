@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from remediation.gather import settle_all
 from remediation.inventory import load_target
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import DryRunRead, IncidentId, Initiator, TargetName, described
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
 from tasks.admin_api import get_lever_state
@@ -21,11 +21,12 @@ RUNBOOK = "snapshot-context"
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def snapshot_context(
     incident_id: IncidentId,
     target: TargetName = "sandbox",
     initiated_by: Initiator = "unknown",
-    dry_run: bool = False,
+    dry_run: DryRunRead = False,
 ) -> dict[str, Any]:
     """Read where the target stands: deployed commit and recent deploys, health, error rate, levers."""
     log = get_run_logger()

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from remediation.errors import BadInputError
 from remediation.inventory import load_target
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.params import DryRunRead, IncidentId, Initiator, TargetName, described
 from remediation.run_context import tag_current_run
 from remediation.runbook import runbook_text
 from tasks.wallet import ROUND_TRIP, check_round_trip
@@ -39,12 +39,14 @@ def _rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@described
 def verify_round_trip(
     incident_id: IncidentId,
     target: TargetName = "sandbox",
-    brands: list[BrandId] | None = None,
+    brands: Annotated[list[BrandId], Field(description="Brands to check (e.g. `alpha`); empty: every brand "
+                                                       "of the target")] | None = None,
     initiated_by: Initiator = "unknown",
-    dry_run: bool = False,
+    dry_run: DryRunRead = False,
 ) -> State:
     """A netted deposit → withdraw → provider bet → settle on each brand's synthetic player; balances
     and ledger rows checked at every step. Read-only in effect: the test money nets to zero."""

@@ -2,8 +2,11 @@
 
 `request_approval` pauses the flow run waiting for typed input (Prefect's
 `pause_flow_run(wait_for_input=...)` mechanism, with our own deadline); the Prefect UI
-renders the form. The form's `plan_hash` and `confirm_target` are JSON
-Schema `Literal`s, so the server itself refuses an answer for another plan or target.
+renders the form. The server validates an answer against the form's JSON Schema before it
+resumes the run: `plan_hash` is a `const` (pre-filled, shown read-only), `confirm_target` a
+`pattern` that only the target's own name matches (typed by the approver: a `const` would
+render as a disabled, empty input that nobody can fill), the approver a handle. So a wrong
+target, another plan or a bad handle is refused with the run still paused.
 What JSON Schema cannot say (four eyes) is checked after the resume; an invalid answer
 is recorded and the flow pauses again until the step's deadline. A timeout is a "no".
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,8 +34,9 @@ from prefect.states import Paused, Running, State
 from prefect.utilities.engine import propose_state_sync
 from pydantic import BaseModel, Field
 
-__all__ = ["Approval", "ApprovalForm", "plan_hash", "request_approval"]
+__all__ = ["Approval", "ApprovalForm", "confirm_pattern", "plan_hash", "request_approval"]
 
+_TARGET_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 #: How often a paused run checks whether it was resumed (Prefect's default is 10 s).
 POLL_S = 1
 #: The server's own pause deadline is set this much later than ours. Past the server's deadline
@@ -78,7 +83,7 @@ def plan_hash(plan: Any) -> str:
 
 
 class ApprovalForm(RunInput):
-    """The base form; `request_approval` narrows plan_hash and confirm_target to Literals."""
+    """The base form; `request_approval` pins plan_hash and confirm_target to this plan and target."""
 
     decision: Literal["approve", "reject", "skip"] = Field(
         description="approve applies the plan shown; reject changes nothing and ends an incident loop; "
@@ -108,11 +113,21 @@ class Approval(BaseModel):
         return self.decision == "approve"
 
 
+def confirm_pattern(target: str) -> str:
+    """The `confirm_target` pattern: the target's name and nothing else. Target names are
+    `[a-z][a-z0-9-]*`, literal in both Python's and the browser's regex dialects (no escaping,
+    which JavaScript's unicode mode would reject)."""
+    if not _TARGET_NAME.fullmatch(target):
+        raise ValueError(f"not a target name: {target!r}")
+    return f"^{target}$"
+
+
 def _form_for(step: str, target: str, digest: str) -> type[ApprovalForm]:
-    # Literal fields become JSON Schema `enum`s, which the server enforces on resume.
     fields: dict[str, Any] = {
-        "confirm_target": (Literal[target], Field(description=f"type `{target}` to confirm")),
-        "plan_hash": (Literal[digest], Field(default=digest, description="the plan you reviewed")),
+        "confirm_target": (str, Field(pattern=confirm_pattern(target), examples=[target],
+                                      description=f"type `{target}` (the target's name) to confirm")),
+        # A Literal with a default: JSON Schema `const`, pre-filled and read-only in the UI.
+        "plan_hash": (Literal[digest], Field(default=digest, description="the plan you reviewed (pre-filled)")),
     }
     return pydantic.create_model(f"Approve_{step.replace('-', '_')}", __base__=ApprovalForm, **fields)
 

@@ -3,7 +3,7 @@
 A step's subflow answers with its final state and, in its data, an `outcome`: `skip` (the approver
 skipped it, with a reason) lets the loop go on; `reject` or `timeout` ends it safely there,
 with the system as that step found it; a failed step ends it unless the step is marked
-`must_pass=False` (recover's books gate, which reconcile exists to fix).
+`must_pass=False` (the round trip while a lever still blocks it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from remediation.status import PeriodicUpdates, initial_text, resolved_text, sen
 
 __all__ = ["Loop", "Step"]
 
-_STATUS_AFTER = {"contain": "Identified", "rollback": "Monitoring", "recover": "Monitoring", "reconcile": "Monitoring"}
+_STATUS_AFTER = {"contain": "Identified", "rollback": "Monitoring", "reconcile": "Monitoring", "recover": "Monitoring"}
+_RISKY_ORDER = ("contain", "rollback", "reconcile", "recover")
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Loop:
         return "; ".join(f"{r['step']}: {r['outcome']}" for r in self.rows) or "acknowledged"
 
     def _update(self) -> str:
-        remaining = [s for s in ("contain", "rollback", "recover", "reconcile") if s not in self.results]
+        remaining = [s for s in _RISKY_ORDER if s not in self.results]
         return update_text(self.severity, self.service, self.incident_id, self.status, self.impact,
                            self._progress(), ", ".join(remaining) or "postmortem", self._every_min)
 

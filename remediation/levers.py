@@ -16,11 +16,13 @@ from pydantic import BaseModel, ConfigDict
 __all__ = [
     "BRAND_FLAGS",
     "LEVERS",
+    "LEVER_HELP",
     "AppliedChange",
     "BrandFlag",
     "Lever",
     "LeverChange",
     "LeverState",
+    "apply_path",
     "current_value",
     "drifted",
     "expected_blocked",
@@ -34,6 +36,18 @@ Lever = Literal["platform-freeze", "deposit-halt", "brand-disable", "provider-in
 LEVERS: tuple[Lever, ...] = ("platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block")
 BrandFlag = Literal["deposit_enabled", "withdraw_enabled"]
 BRAND_FLAGS: tuple[BrandFlag, ...] = ("deposit_enabled", "withdraw_enabled")
+#: What each lever does, in seed 000 step 3's words: the run form and the runbook show it.
+LEVER_HELP: dict[Lever, str] = {
+    "platform-freeze": "3a, the broadest: `PUT /api/v1/maintenance` `is_active: true`; every wallet write on every "
+                       "brand answers Finance maintenance. Always asks for approval.",
+    "deposit-halt": "3b: global var `DEPOSIT_MAINTENANCE_STATUS` = `1` (admin API; `UPDATE global_var` when the admin "
+                    "API is down); deposits answer `{\"status\":1,\"msg\":\"Finance maintenance\"}` on every brand, "
+                    "withdrawals, bets and settles go on.",
+    "brand-disable": "3c: one brand's `payment_policy` flags (`brand_id`, `brand_flags`) set false; that brand's "
+                     "deposits (and withdrawals if chosen) are refused, other brands stay live.",
+    "provider-ingress-block": "3d: the gateway refuses provider callbacks; new bets and settles stop, deposits and "
+                              "withdrawals go on. Always asks for approval.",
+}
 #: Levers broad enough that they always stop for approval, whatever the target's policy says.
 ALWAYS_APPROVE: frozenset[Lever] = frozenset({"platform-freeze", "provider-ingress-block"})
 
@@ -124,7 +138,7 @@ def plan_contain(
         return LeverChange(
             lever=lever, resource=res,
             before={"value": state.need("deposit_maintenance_status")}, after={"value": "1"},
-            description="PUT /api/v1/global-vars/DEPOSIT_MAINTENANCE_STATUS value '1' (deposits, every brand)",
+            description="global var DEPOSIT_MAINTENANCE_STATUS value '1' (deposits, every brand)",
         )
     if lever == "brand-disable":
         policies = state.need("payment_policy")
@@ -190,6 +204,38 @@ def expected_blocked(state: LeverState, brand: str, kind: str) -> bool:
         return True
     policy = state.need("payment_policy").get(brand, {})
     return not _flag(policy.get(f"{kind}_enabled", True))
+
+
+_DEPOSIT_SQL = "UPDATE global_var SET value='{v}', updated_at=NOW() WHERE code='DEPOSIT_MAINTENANCE_STATUS'"
+
+
+def apply_path(change: LeverChange, read_via: str) -> str:
+    """How apply will move this lever, for the approver: which interface, and what happens if it is down.
+
+    `read_via` is how the state was read at planning ("admin-api", or "sql-fallback" when the admin API
+    was down). Apply decides again when it runs: the admin API first, the seed's SQL fallback only for
+    the deposit halt.
+    """
+    value = str(change.after.get("value", ""))
+    if change.lever == "deposit-halt":
+        api = f"admin API `PUT /api/v1/global-vars/DEPOSIT_MAINTENANCE_STATUS` `{{\"value\": \"{value}\"}}`"
+        sql = f"SQL fallback on the platform database: `{_DEPOSIT_SQL.format(v=value)}`"
+        if read_via == "sql-fallback":
+            return (f"{sql} — the admin API was down at planning. Apply decides again when it runs: the {api} "
+                    f"if it is back, else the SQL fallback.")
+        return (f"{api} (it answered at planning). Apply decides again when it runs: if the admin API is down "
+                f"then, the {sql}.")
+    if change.lever == "provider-ingress-block":
+        return ("gateway `PUT /api/v1/ingress/provider`; if the gateway is down at apply, the run fails "
+                "and nothing changes.")
+    if change.lever == "platform-freeze":
+        call = "`PUT /api/v1/maintenance`"
+    else:
+        brand = change.resource.removeprefix("brand-").removesuffix("-payment-policy")
+        call = f"`PATCH /api/v1/brands/{brand}/config/payment_policy`"
+    down = " (down at planning: the state was read from the database)" if read_via == "sql-fallback" else ""
+    return (f"admin API {call}{down}; no SQL fallback for this lever: if the admin API is down at apply, "
+            f"the run fails and nothing changes.")
 
 
 def needs_approval(lever: Lever, *, approve_deposit_halt: bool, approve_brand_disable: bool) -> bool:

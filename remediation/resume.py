@@ -113,7 +113,10 @@ def pending_form(run: FlowRun) -> dict[str, Any]:
         if "const" in prop:
             return str(prop["const"])
         enum = prop.get("enum")
-        return str(enum[0]) if enum and len(enum) == 1 else None
+        if enum and len(enum) == 1:
+            return str(enum[0])
+        pattern = str(prop.get("pattern", ""))  # confirm_target: ^<target>$ (remediation.approval)
+        return pattern[1:-1] if pattern.startswith("^") and pattern.endswith("$") else None
 
     return {"plan_hash": pinned("plan_hash"), "target": pinned("confirm_target"), "description": description}
 

@@ -79,6 +79,18 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
     raise TimeoutError(f"respond {respond_id} not finished after {timeout_s:.0f} s")
 
 
+def _unfinished_runs(incident_id: str) -> list[str]:
+    """Every run of the incident that did not end Completed: a green drill has none."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[f"incident:{incident_id}"])))
+    return [f"{r.name} {r.state.name}: {r.state.message}" for r in runs
+            if r.state is not None and not r.state.is_completed()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.drill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from remediation.connect import evidence_store
     from remediation.inventory import load_target
     from remediation.resume import alert_capture_run, wait_for_final
-    from sandbox import faults
+    from sandbox import db, faults
 
     started = time.monotonic()
     say("1. faults: a bad commit deployed, three buckets drifted")
+    # From the seeded state: a lever left on by an earlier exploration would be "already in place", not ours.
+    db.reset(info.platform_dsn.get_secret_value())
     bad = st.bad_deploy()
     health = httpx.get(f"{info.gateway_url}/health", timeout=5)
     print(f"deployed {bad[:12]}; GET /health → {health.status_code} {health.json().get('error', '')}")
@@ -156,7 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     pm = sorted(p for p in (evidence_root() / incident_id).glob("postmortem-*/postmortem.md"))
     if pm:
         print(f"\n--- {pm[-1]} ---\n{pm[-1].read_text()}")
-    ok = run.state is not None and run.state.is_completed() and not problems
+    red = _unfinished_runs(incident_id)
+    if red:
+        print("\nruns of the incident that did not complete: " + "; ".join(red))
+    ok = (run.state is not None and run.state.is_completed() and bool((result or {}).get("all_clear"))
+          and not red and not problems)
     say(f"drill {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s "
         f"(Prefect UI: {info.prefect_api_url.removesuffix('/api')})")
     return 0 if ok else 1

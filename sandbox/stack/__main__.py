@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(state.values()) else 3
     elif args.cmd == "env":
         info = stack.loaded_info()
-        env = {**prefect_client_env(stack.home, info.prefect_api_url), **info.env(), **stack.receiver_env()}
+        env = {**prefect_client_env(stack.home, info.prefect_api_url), **info.env(), **stack.receiver_env(),
+               # The sandbox's own drill tools (sandbox.faults, sandbox.db, sandbox.traffic) read it.
+               "SANDBOX_DSN": info.platform_dsn.get_secret_value()}
         for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")
     elif args.cmd == "restart-gateway":

@@ -61,13 +61,15 @@ def test_sev1_loop_on_a_bad_deploy_with_drift_ends_all_clear(
                    impact="health 500 and drifted balances", initiated_by="alice", dry_run=False,
                    status_interval_s=5, contain_lever="deposit-halt", approval_timeout_s=300)
     steps = _decide(inc, {}, expect=4)
-    assert steps == ["contain-deposit-halt", "rollback", "recover", "reconcile"]
+    assert steps == ["contain-deposit-halt", "rollback", "reconcile", "recover"]
     run = finish(run_id, timeout_s=420)
     out = result(run)
     assert run.state is not None and run.state.is_completed(), (run.state and run.state.message, out)
     assert out["all_clear"] and out["stopped_at"] is None
     assert [s["step"] for s in out["steps"]] == ["snapshot-context", "capture-evidence", "contain", "rollback",
-                                                 "verify-round-trip", "recover", "reconcile"]
+                                                 "verify-round-trip", "reconcile", "recover"]
+    # A green incident reads green: no step of it failed, in the loop's table or in any run of the incident.
+    assert not [s for s in out["steps"] if "fail" in s["outcome"]], out["steps"]
     # The platform is back: new release healthy, lever off, books clean.
     health = httpx.get(f"{stack.gateway_url}/health", timeout=5)
     assert health.status_code == 200 and health.json()["release"] != bad
@@ -80,6 +82,7 @@ def test_sev1_loop_on_a_bad_deploy_with_drift_ends_all_clear(
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"incident:{inc}"])))
     assert len(runs) >= 9  # respond, its 7 step subflows (recover's verify too) and the postmortem
+    assert not [r.name for r in runs if r.state is not None and not r.state.is_completed()]
     # Status updates: initial, one per step, periodic (5 s here), and the resolution.
     posts = _posts(stack, inc)
     assert posts[0].startswith("🚨 Incident Alert - SEV1")
@@ -90,6 +93,7 @@ def test_sev1_loop_on_a_bad_deploy_with_drift_ends_all_clear(
     assert "## Timeline (UTC)" in postmortem and f"reverted `{bad[:12]}`" in postmortem
     assert "approval approve: rollback by bob" in postmortem and "all-clear" in postmortem
     assert "Postmortem due:" in postmortem and "5 business days" in postmortem
+    assert "Failed" not in postmortem and "failed" not in posts[-1]
 
 
 def test_a_skipped_step_goes_on_and_a_rejected_one_ends_the_loop_with_the_system_as_it_was(

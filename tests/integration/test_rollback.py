@@ -174,14 +174,15 @@ def test_injection_in_any_parameter_fails_validation_before_the_run_body(
     stack: StackInfo, release: Stack, params: dict[str, str],
 ) -> None:
     before = (_remote_head(release), release.host.head())
-    state = rollback(**{"incident_id": incident(), "dry_run": False, **params}, return_state=True)
+    state = rollback(**{"incident_id": incident(), "initiated_by": "alice", "dry_run": False, **params},
+                     return_state=True)
     assert state.is_failed() and "alidation" in str(state.message)
     assert (_remote_head(release), release.host.head()) == before
 
 
 def test_a_commit_older_than_the_policy_gets_a_forward_fix_recommendation(stack: StackInfo, release: Stack) -> None:
     old = _git(release.host.remote, "rev-parse", "main")  # the seeded history is two days old
-    state = rollback(incident_id=incident(), bad_commit=old, return_state=True)
+    state = rollback(incident_id=incident(), initiated_by="alice", bad_commit=old, return_state=True)
     assert state.is_completed() and "forward fix recommended" in str(state.message)
     out = cast(dict[str, Any], state.result())
     assert out["plan"]["bad_age_hours"] > 24 and out["outcome"] == "dry-run"

@@ -58,19 +58,27 @@ def test_good_scopes_and_their_queries() -> None:
 
 @pytest.mark.parametrize("params", [
     {"incident_id": "INC-1; rm -rf /"},
-    {"incident_id": "INC-1", "target": "../etc/passwd"},
-    {"incident_id": "INC-1", "scope": {"mode": "players", "players": ["x' OR '1'='1"]}},
-    {"incident_id": "INC-1", "scope": {"mode": "window"}},
-    {"incident_id": "INC-1", "max_corrections": 0},
-    {"incident_id": "INC-1", "initiated_by": "bob smith"},
+    {"target": "../etc/passwd"},
+    {"scope": {"mode": "players", "players": ["x' OR '1'='1"]}},
+    {"scope": {"mode": "window"}},
+    {"max_corrections": 0},
+    {"initiated_by": "bob smith"},
+    {"initiated_by": None},
 ])
 def test_flow_parameters_are_validated_before_a_run(params: dict[str, Any]) -> None:
+    valid = reconcile.validate_parameters({"incident_id": "INC-1", "initiated_by": "alice"})
+    assert valid["incident_id"] == "INC-1"  # the base is fine: each case's own change is refused
     with pytest.raises(ParameterTypeError):
-        reconcile.validate_parameters(params)
+        reconcile.validate_parameters({"incident_id": "INC-1", "initiated_by": "alice", **params})
+
+
+def test_who_asked_is_required() -> None:
+    with pytest.raises(ParameterTypeError, match="initiated_by"):
+        reconcile.validate_parameters({"incident_id": "INC-1"})
 
 
 def test_flow_defaults_are_a_safe_dry_run_over_everyone() -> None:
-    params = reconcile.validate_parameters({"incident_id": "INC-1"})
+    params = reconcile.validate_parameters({"incident_id": "INC-1", "initiated_by": "alice"})
     assert params["dry_run"] is True and params.get("scope", Scope()) == Scope()
 
 
