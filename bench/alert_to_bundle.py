@@ -59,7 +59,7 @@ def one_alert(url: str, token: str, nonce: str, i: int) -> dict[str, Any]:
     import httpx
     from prefect.client.orchestration import get_client
 
-    from remediation.resume import alert_capture_run
+    from remediation.flowkit.resume import alert_capture_run
 
     body = {"group_key": f"bench-e2e-{nonce}-{i}", "starts_at": datetime.now(UTC).isoformat(), "status": "firing",
             "labels": {"alertname": "WalletDepositErrors", "env": "sandbox", "bench": nonce},
@@ -85,9 +85,9 @@ def one_alert(url: str, token: str, nonce: str, i: int) -> dict[str, Any]:
 
 
 def reverify(run: Any) -> list[str]:
-    from remediation.bundle import MANIFEST, verify_s3
-    from remediation.connect import evidence_store
-    from remediation.inventory import load_target
+    from remediation.evidence.bundle import MANIFEST, verify_s3
+    from remediation.target.connect import evidence_store
+    from remediation.target.inventory import load_target
     from tasks.evidence import fetch_manifest
 
     report = run.state.result(raise_on_failure=False)
@@ -101,9 +101,9 @@ def reverify(run: Any) -> list[str]:
 # --- the plain shell script ----------------------------------------------------------------------
 def shell_script(workdir: Path) -> str:
     """Bash for the default sandbox profile's collectors, one after another, then upload + verify."""
-    from remediation.bundle import s3_prefix
-    from remediation.inventory import load_target
-    from tasks.database import PG_QUERIES
+    from remediation.evidence.bundle import s3_prefix
+    from remediation.target.inventory import load_target
+    from tasks.database.activity import PG_QUERIES
     from tasks.evidence import plan_collectors
 
     inv = load_target("sandbox")

@@ -32,9 +32,9 @@ def sequential_once(root: Path) -> float:
     from uuid import uuid4
 
     from flows.capture_evidence import TASKS
-    from remediation import connect
-    from remediation.bundle import Manifest, now, s3_prefix, upload_bundle, write_manifest
-    from remediation.inventory import load_target
+    from remediation.evidence.bundle import Manifest, now, s3_prefix, upload_bundle, write_manifest
+    from remediation.target import connect
+    from remediation.target.inventory import load_target
     from tasks.evidence import plan_collectors
     from tasks.host import close_evidence_hosts
 

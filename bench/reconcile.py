@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from remediation.clients.database import PsycopgDatabase  # noqa: E402
-from remediation.inventory import load_target  # noqa: E402
-from remediation.reconcile import ReconcilePlan, Scope  # noqa: E402
+from remediation.domain.reconcile import ReconcilePlan, Scope  # noqa: E402
+from remediation.target.inventory import load_target  # noqa: E402
 from sandbox.stack.core import Stack  # noqa: E402
-from tasks.reconcile import (  # noqa: E402
+from tasks.database.ledger import (  # noqa: E402
     CSV_HEADER,
     apply_plan,
     compare,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from remediation.all_clear import AllClearGates
-from remediation.inventory import Target
+from remediation.target.inventory import Target
 
 __all__ = ["FlowGates"]
 
@@ -25,7 +25,7 @@ class FlowGates(AllClearGates):
         return {**data, "ok": bool(data.get("ok")), "message": state.message}
 
     def books(self, target: Target, incident_id: str) -> dict[str, Any]:
-        from tasks.reconcile import reconcile_dry_run
+        from tasks.database.ledger import reconcile_dry_run
 
         # The reconcile flow's own set-based comparison, over everyone: clean books, or not all-clear.
         return reconcile_dry_run(target)

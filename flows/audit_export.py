@@ -7,11 +7,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.states import Completed, Failed, State
 
-from remediation.audit.gather import incident_runs
+from remediation.audit.history import incident_runs
 from remediation.audit.report import render
-from remediation.inventory import load_target
-from remediation.params import DryRunRead, IncidentId, TargetName, described
-from remediation.runbook import runbook_text
+from remediation.flowkit.params import DryRunRead, IncidentId, TargetName, described
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import load_target
 from tasks.audit import build_audit_export, store_audit_export, verify_audit_export
 
 RUNBOOK = "audit-export"

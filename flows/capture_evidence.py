@@ -22,8 +22,10 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
-from remediation.alert_context import AlertContext
-from remediation.bundle import (
+from remediation.clients.evidence_store import sha256_file
+from remediation.errors import BadInputError
+from remediation.evidence.alert_context import AlertContext
+from remediation.evidence.bundle import (
     CollectorRecord,
     Manifest,
     bundle_dir,
@@ -32,16 +34,14 @@ from remediation.bundle import (
     s3_prefix,
     write_manifest,
 )
-from remediation.clients.evidence_store import sha256_file
-from remediation.errors import BadInputError
-from remediation.evidence_profile import PROFILE_NAME
-from remediation.gather import failure_reason, settle_all
-from remediation.inventory import load_target
-from remediation.params import DryRunRead, IncidentId, Initiator, TargetName, described
-from remediation.redact import Redactor, for_target
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
-from tasks.database import capture_pg_query, capture_redis
+from remediation.evidence.redact import Redactor, for_target
+from remediation.flowkit.futures import failure_reason, settle_all
+from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, TargetName, described
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.evidence_profile import PROFILE_NAME
+from remediation.target.inventory import load_target
+from tasks.database.activity import capture_pg_query, capture_redis
 from tasks.evidence import (
     GRACE_S,
     CollectorSpec,

@@ -9,11 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
-from remediation.approval import plan_hash, request_approval
-from remediation.change_log import record_changes
-from remediation.errors import BadInputError
-from remediation.inventory import Target, load_target
-from remediation.levers import (
+from remediation.domain.levers import (
     BrandFlag,
     Lever,
     LeverChange,
@@ -22,8 +18,11 @@ from remediation.levers import (
     plan_contain,
     resource_for,
 )
-from remediation.locks import target_lock
-from remediation.params import (
+from remediation.errors import BadInputError
+from remediation.flowkit.approval import plan_hash, request_approval
+from remediation.flowkit.change_log import record_changes
+from remediation.flowkit.locks import target_lock
+from remediation.flowkit.params import (
     ApprovalTimeout,
     DryRunRisky,
     IncidentId,
@@ -33,8 +32,9 @@ from remediation.params import (
     TargetName,
     described,
 )
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import Target, load_target
 from tasks.admin_api import apply_lever_change, get_lever_state
 from tasks.wallet import check_lever_effect
 

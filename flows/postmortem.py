@@ -10,11 +10,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 from pydantic import Field
 
-from remediation.inventory import load_target
-from remediation.params import DryRunRead, IncidentId, Initiator, SeverityChoice, TargetName, described
-from remediation.postmortem import render_postmortem
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
+from remediation.domain.postmortem import render_postmortem
+from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, SeverityChoice, TargetName, described
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import load_target
 from tasks.audit import read_incident_history, store_incident_document
 
 RUNBOOK = "postmortem"

@@ -10,11 +10,11 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
-from remediation.approval import request_approval
-from remediation.bundle import EvidenceFile
-from remediation.inventory import Target, load_target
-from remediation.locks import target_lock
-from remediation.params import (
+from remediation.domain.reconcile import ApplyResult, ReconcilePlan, Scope
+from remediation.evidence.bundle import EvidenceFile
+from remediation.flowkit.approval import request_approval
+from remediation.flowkit.locks import target_lock
+from remediation.flowkit.params import (
     ApprovalTimeout,
     DryRunRisky,
     IncidentId,
@@ -24,12 +24,12 @@ from remediation.params import (
     TargetName,
     described,
 )
-from remediation.reconcile import ApplyResult, ReconcilePlan, Scope
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import Target, load_target
+from tasks.database.ledger import CSV_HEADER, check_ledger_vs_bucket, mismatch_rows, write_csv, write_reconcile_evidence
+from tasks.database.ledger_apply import append_ledger_adjustments, apply_corrections
 from tasks.evidence import upload_evidence_bundle
-from tasks.reconcile import CSV_HEADER, check_ledger_vs_bucket, mismatch_rows, write_csv, write_reconcile_evidence
-from tasks.reconcile_apply import append_ledger_adjustments, apply_corrections
 
 RUNBOOK = "reconcile"
 #: A plan that keeps changing under the approver is a situation to look at, not to chase.

@@ -8,14 +8,22 @@ from prefect.states import Completed, Failed, State
 
 from flows._gates import FlowGates
 from remediation.all_clear import AllClearGates
-from remediation.approval import plan_hash, request_approval
-from remediation.change_log import read_changes, record_changes
-from remediation.inventory import load_target
-from remediation.levers import AppliedChange, LeverChange, apply_path, drifted, plan_recover
-from remediation.locks import target_lock
-from remediation.params import ApprovalTimeout, DryRunRisky, IncidentId, Initiator, LockWait, TargetName, described
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
+from remediation.domain.levers import AppliedChange, LeverChange, apply_path, drifted, plan_recover
+from remediation.flowkit.approval import plan_hash, request_approval
+from remediation.flowkit.change_log import read_changes, record_changes
+from remediation.flowkit.locks import target_lock
+from remediation.flowkit.params import (
+    ApprovalTimeout,
+    DryRunRisky,
+    IncidentId,
+    Initiator,
+    LockWait,
+    TargetName,
+    described,
+)
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import load_target
 from tasks.admin_api import apply_lever_change, get_lever_state
 from tasks.wallet import check_lever_effect
 

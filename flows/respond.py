@@ -18,9 +18,10 @@ from flows.recover import recover
 from flows.rollback import rollback
 from flows.snapshot_context import snapshot_context
 from flows.verify_round_trip import verify_round_trip
-from remediation.incident_loop import Loop, Step
-from remediation.inventory import load_target
-from remediation.params import (
+from remediation.domain.reconcile import Scope
+from remediation.domain.rollback import CommitSha
+from remediation.flowkit.incident_loop import Loop, Step
+from remediation.flowkit.params import (
     ApprovalTimeout,
     DryRunRisky,
     IncidentId,
@@ -31,10 +32,9 @@ from remediation.params import (
     TargetName,
     described,
 )
-from remediation.reconcile import Scope
-from remediation.rollback import CommitSha
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import load_target
 
 RUNBOOK = "respond"
 Impact = Annotated[str, Field(

@@ -10,13 +10,21 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
-from remediation.approval import Approval, plan_hash, request_approval
-from remediation.inventory import Target, load_target
-from remediation.locks import target_lock
-from remediation.params import ApprovalTimeout, DryRunRisky, IncidentId, Initiator, LockWait, TargetName, described
-from remediation.rollback import CommitSha, RevertPlan, revert_message, summary_markdown
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
+from remediation.domain.rollback import CommitSha, RevertPlan, revert_message, summary_markdown
+from remediation.flowkit.approval import Approval, plan_hash, request_approval
+from remediation.flowkit.locks import target_lock
+from remediation.flowkit.params import (
+    ApprovalTimeout,
+    DryRunRisky,
+    IncidentId,
+    Initiator,
+    LockWait,
+    TargetName,
+    described,
+)
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import Target, load_target
 from tasks.deploy import rebuild_on_host, release_failure_evidence, wait_for_health
 from tasks.git import plan_revert, push_revert
 from tasks.host import get_deployed_revision

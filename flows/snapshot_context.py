@@ -7,11 +7,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from remediation.gather import settle_all
-from remediation.inventory import load_target
-from remediation.params import DryRunRead, IncidentId, Initiator, TargetName, described
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
+from remediation.flowkit.futures import settle_all
+from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, TargetName, described
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import load_target
 from tasks.admin_api import get_lever_state
 from tasks.gateway import check_health
 from tasks.host import get_deployed_revision

@@ -10,10 +10,10 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field
 
 from remediation.errors import BadInputError
-from remediation.inventory import load_target
-from remediation.params import DryRunRead, IncidentId, Initiator, TargetName, described
-from remediation.run_context import tag_current_run
-from remediation.runbook import runbook_text
+from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, TargetName, described
+from remediation.flowkit.run_context import tag_current_run
+from remediation.flowkit.runbook import runbook_text
+from remediation.target.inventory import load_target
 from tasks.wallet import ROUND_TRIP, check_round_trip
 
 RUNBOOK = "verify-round-trip"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from remediation.inventory import Target
+from remediation.target.inventory import Target
 
 __all__ = ["AllClearGates"]
 

@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_target(args: argparse.Namespace) -> int:
     from remediation.errors import InventoryError
-    from remediation.inventory import load_target
+    from remediation.target.inventory import load_target
 
     try:
         target = load_target(args.name)
@@ -67,7 +67,7 @@ def cmd_target(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     from uuid import UUID
 
-    from remediation.resume import answer, pending_form, wait_for_pause
+    from remediation.flowkit.resume import answer, pending_form, wait_for_pause
 
     run_id = UUID(args.flow_run_id)
     if args.show:
@@ -101,10 +101,10 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     """Re-hash a bundle against its manifest: a local directory, or an S3 prefix (streamed back)."""
     from pathlib import Path
 
-    from remediation.bundle import MANIFEST, load_manifest, read_upload, verify_local, verify_s3
-    from remediation.connect import evidence_store
     from remediation.errors import ClientError
-    from remediation.inventory import load_target
+    from remediation.evidence.bundle import MANIFEST, load_manifest, read_upload, verify_local, verify_s3
+    from remediation.target.connect import evidence_store
+    from remediation.target.inventory import load_target
     from tasks.evidence import fetch_manifest
 
     problems: list[str] = []
@@ -146,9 +146,9 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
 def cmd_audit_export(args: argparse.Namespace) -> int:
     """Export an incident for auditors (the audit-export flow's work, run here without a flow run)."""
     from remediation.audit import export as audit
-    from remediation.connect import evidence_store
     from remediation.errors import ClientError
-    from remediation.inventory import load_target
+    from remediation.target.connect import evidence_store
+    from remediation.target.inventory import load_target
 
     target = load_target(args.target)
     store = evidence_store(target)
@@ -169,9 +169,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from remediation.audit import export as audit
-    from remediation.connect import evidence_store
     from remediation.errors import ClientError
-    from remediation.inventory import load_target
+    from remediation.target.connect import evidence_store
+    from remediation.target.inventory import load_target
     from tasks.evidence import fetch_manifest
 
     target = load_target(args.target)
@@ -190,7 +190,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         if prefix is None:  # the head that counts is the one stored beside the evidence
             from datetime import datetime
 
-            from remediation.bundle import s3_prefix
+            from remediation.evidence.bundle import s3_prefix
 
             generated = datetime.fromisoformat(export["generated_at"])
             prefix = s3_prefix(target.evidence.prefix, generated, export["incident_id"], Path(args.export).name)

@@ -52,7 +52,7 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
     """Answer each pause of the incident as the second engineer, until the respond run is final."""
     from prefect.client.orchestration import get_client
 
-    from remediation.resume import answer, pending_form, pending_step, wait_for_incident_pause
+    from remediation.flowkit.resume import answer, pending_form, pending_step, wait_for_incident_pause
 
     answered: set[tuple[UUID, str | None]] = set()
     deadline = time.monotonic() + timeout_s
@@ -104,10 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from prefect.deployments import run_deployment
 
     from remediation.audit import export as audit
-    from remediation.bundle import evidence_root
-    from remediation.connect import evidence_store
-    from remediation.inventory import load_target
-    from remediation.resume import alert_capture_run, wait_for_final
+    from remediation.evidence.bundle import evidence_root
+    from remediation.flowkit.resume import alert_capture_run, wait_for_final
+    from remediation.target.connect import evidence_store
+    from remediation.target.inventory import load_target
     from sandbox import db, faults
 
     started = time.monotonic()

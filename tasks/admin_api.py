@@ -12,11 +12,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from remediation import connect
+from remediation.domain.levers import AppliedChange, LeverChange, LeverState, current_value
 from remediation.errors import ConflictError, RetryableError
-from remediation.inventory import Target
-from remediation.levers import AppliedChange, LeverChange, LeverState, current_value
-from remediation.policy import READ_ONLY, SIDE_EFFECT
+from remediation.target import connect
+from remediation.target.inventory import Target
+from tasks.policy import READ_ONLY, SIDE_EFFECT
 
 __all__ = ["DEPOSIT_MAINTENANCE_STATUS", "apply_lever_change", "get_lever_state", "read_lever_state"]
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from prefect import task
 
-from remediation import connect
 from remediation.audit import export as audit
-from remediation.inventory import Target
-from remediation.policy import READ_ONLY
+from remediation.target import connect
+from remediation.target.inventory import Target
+from tasks.policy import READ_ONLY
 
 __all__ = [
     "build_audit_export", "read_incident_history", "store_audit_export", "store_incident_document",
@@ -38,8 +38,8 @@ def read_incident_history(target: Target, incident_id: str) -> list[dict[str, An
     """Every run of the incident, as audit records (redacted), oldest first."""
     from prefect.client.orchestration import get_client
 
-    from remediation.audit.gather import flow_run_records, incident_runs
-    from remediation.redact import for_target
+    from remediation.audit.history import flow_run_records, incident_runs
+    from remediation.evidence.redact import for_target
 
     with get_client(sync_client=True) as client:
         items = flow_run_records(client, incident_runs(client, incident_id), for_target(target).text)
@@ -51,7 +51,7 @@ def store_incident_document(target: Target, incident_id: str, folder: str, filen
     """A document (e.g. the postmortem) in the incident's evidence: a new local folder and its S3 copy."""
     from datetime import UTC, datetime
 
-    from remediation.bundle import bundle_dir, evidence_root, s3_prefix
+    from remediation.evidence.bundle import bundle_dir, evidence_root, s3_prefix
 
     directory = bundle_dir(evidence_root(), incident_id, folder)
     directory.mkdir(parents=True, exist_ok=True)

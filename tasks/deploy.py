@@ -12,13 +12,13 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from remediation import connect
 from remediation.clients.remote_host import RemoteHost
+from remediation.domain.rollback import host_commands
 from remediation.errors import RetryableError
-from remediation.inventory import Target
-from remediation.policy import READ_ONLY, SIDE_EFFECT
-from remediation.redact import for_target
-from remediation.rollback import host_commands
+from remediation.evidence.redact import for_target
+from remediation.target import connect
+from remediation.target.inventory import Target
+from tasks.policy import READ_ONLY, SIDE_EFFECT
 
 __all__ = ["deployed_head", "rebuild_on_host", "release_failure_evidence", "wait_for_health"]
 

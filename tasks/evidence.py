@@ -22,8 +22,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict
 
-from remediation import connect
-from remediation.bundle import (
+from remediation.clients._http import HttpSeam, health_of, make_http_client
+from remediation.clients.evidence_store import make_s3_client, map_boto_error
+from remediation.errors import BadInputError, ClientError, CommandFailedError, PermanentError, RetryableError
+from remediation.evidence.bundle import (
     CollectorRecord,
     EvidenceFile,
     UploadRecord,
@@ -33,13 +35,11 @@ from remediation.bundle import (
     pending_bundles,
     upload_bundle,
 )
-from remediation.clients._http import HttpSeam, health_of, make_http_client
-from remediation.clients.evidence_store import make_s3_client, map_boto_error
-from remediation.errors import BadInputError, ClientError, CommandFailedError, PermanentError, RetryableError
-from remediation.evidence_profile import EvidenceProfile
-from remediation.inventory import Target, load_target
-from remediation.policy import READ_ONLY, SIDE_EFFECT
-from remediation.redact import for_target
+from remediation.evidence.redact import for_target
+from remediation.target import connect
+from remediation.target.evidence_profile import EvidenceProfile
+from remediation.target.inventory import Target, load_target
+from tasks.policy import READ_ONLY, SIDE_EFFECT
 from tasks.prometheus import query_instant
 
 __all__ = [
@@ -198,7 +198,7 @@ def plan_collectors(target: Target, profile: EvidenceProfile) -> list[CollectorS
                 argv=argv, what=f"ssh {cfg.user}@{cfg.address}: {' '.join(argv)}",
                 timeout_s=p.service_logs.timeout_s))
     if p.postgres.enabled:
-        from tasks.database import PG_QUERIES  # the SQL lives with the database tasks
+        from tasks.database.activity import PG_QUERIES  # the SQL lives with the database tasks
 
         for key, (summary, _sql) in PG_QUERIES.items():
             specs.append(CollectorSpec(

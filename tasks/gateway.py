@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import task
 
-from remediation import connect
-from remediation.inventory import Target
-from remediation.policy import READ_ONLY
+from remediation.target import connect
+from remediation.target.inventory import Target
+from tasks.policy import READ_ONLY
 
 __all__ = ["check_health"]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from remediation.clients.git_repo import CliGitRepo, Commit, check_rev
+from remediation.domain.rollback import RevertPlan, RevertState, age_hours, shown_commands
 from remediation.errors import BadInputError, ConflictError, NotFoundError, PushRejectedError
-from remediation.inventory import Target
-from remediation.policy import READ_ONLY, SIDE_EFFECT
-from remediation.rollback import RevertPlan, RevertState, age_hours, shown_commands
+from remediation.target.inventory import Target
+from tasks.policy import READ_ONLY, SIDE_EFFECT
 
 __all__ = ["MAX_PUSH_ATTEMPTS", "plan_revert", "push_revert"]
 

@@ -11,13 +11,13 @@ from datetime import datetime
 from prefect import task
 from pydantic import BaseModel
 
-from remediation import connect
-from remediation.bundle import CollectorRecord, EvidenceFile
 from remediation.clients.remote_host import ParamikoHost
-from remediation.evidence_profile import EvidenceProfile
-from remediation.inventory import Target
-from remediation.policy import READ_ONLY
+from remediation.evidence.bundle import CollectorRecord, EvidenceFile
+from remediation.target import connect
+from remediation.target.evidence_profile import EvidenceProfile
+from remediation.target.inventory import Target
 from tasks.evidence import CollectorSpec, collect
+from tasks.policy import READ_ONLY
 
 __all__ = [
     "DeployRecord", "DeployedRevision", "capture_host_command", "capture_host_git", "close_evidence_hosts",

@@ -8,8 +8,8 @@ import httpx
 from prefect import task
 
 from remediation.errors import PermanentError, RetryableError
-from remediation.inventory import Target
-from remediation.policy import READ_ONLY
+from remediation.target.inventory import Target
+from tasks.policy import READ_ONLY
 
 __all__ = ["get_error_rate", "query_instant"]
 

@@ -22,7 +22,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from remediation.alert_context import AlertSource
 from remediation.alerts.auth import Credentials
 from remediation.alerts.intake import AlertIntake, Outcome, Unroutable
 from remediation.alerts.journal import IntakeJournal
@@ -35,6 +34,7 @@ from remediation.alerts.models import (
 )
 from remediation.alerts.routing import ReceiverConfig
 from remediation.alerts.starter import PrefectRunStarter, RunStarter, StartError
+from remediation.evidence.alert_context import AlertSource
 
 __all__ = ["create_app"]
 

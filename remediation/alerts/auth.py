@@ -11,8 +11,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from remediation.alert_context import AlertSource
 from remediation.alerts.routing import AuthConfig
+from remediation.evidence.alert_context import AlertSource
 
 __all__ = ["Credentials", "sentry_signature"]
 

@@ -4,7 +4,7 @@ All three derive from one basis, `source \\x1f group key \\x1f earliest start (U
 so every replica, retry and restart computes the same values with no shared memory:
 
 - incident id  `INC-<YYYYMMDD of the start>-<first 10 hex of sha256(basis)>`, e.g.
-  `INC-20260314-3fa94c0b1e` (matches `remediation.params.IncidentId`);
+  `INC-20260314-3fa94c0b1e` (matches `remediation.flowkit.params.IncidentId`);
 - fingerprint  first 16 hex of sha256(source \\x1f group key): one per group, the same for its
   firing and resolved notifications and across restarts of the group; the Prefect event
   resource is `remediation.alert.<fingerprint>`;

@@ -16,13 +16,13 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from remediation.alert_context import AlertContext
 from remediation.alerts.dispatch import StartDispatcher
 from remediation.alerts.identity import GroupIdentity, identify
 from remediation.alerts.journal import IntakeJournal, JournalEntry
 from remediation.alerts.models import AlertGroup
 from remediation.alerts.routing import ReceiverConfig, RouteAction
 from remediation.alerts.starter import AlertRecord, CaptureRequest, RunStarter, StartedRun, StartError
+from remediation.evidence.alert_context import AlertContext
 
 __all__ = ["RUNBOOK", "AlertIntake", "Outcome", "Unroutable"]
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from remediation.alert_context import AlertSource
+from remediation.evidence.alert_context import AlertSource
 
 __all__ = [
     "AlertGroup",

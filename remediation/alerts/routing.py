@@ -16,12 +16,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from remediation.alert_context import AlertSource
 from remediation.alerts.models import AlertGroup
 from remediation.errors import InventoryError
-from remediation.inventory import list_targets
-from remediation.params import TargetName
-from remediation.secrets import SecretRef
+from remediation.evidence.alert_context import AlertSource
+from remediation.flowkit.params import TargetName
+from remediation.target.inventory import list_targets
+from remediation.target.secrets import SecretRef
 
 __all__ = [
     "DEFAULT_ROUTES_FILE",

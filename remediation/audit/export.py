@@ -17,13 +17,13 @@ from typing import Any
 from prefect.client.orchestration import get_client
 
 from remediation.audit.chain import chain, head_of, verify_chain
-from remediation.audit.gather import MAX_RUNS, flow_run_records, incident_runs
+from remediation.audit.history import MAX_RUNS, flow_run_records, incident_runs
 from remediation.audit.report import render
-from remediation.bundle import MANIFEST, evidence_root, s3_prefix, verify_s3
 from remediation.clients.evidence_store import EvidenceStore
 from remediation.errors import ClientError, NotFoundError
-from remediation.inventory import Target
-from remediation.redact import for_target
+from remediation.evidence.bundle import MANIFEST, evidence_root, s3_prefix, verify_s3
+from remediation.evidence.redact import for_target
+from remediation.target.inventory import Target
 
 __all__ = ["EXPORT", "HEAD", "REPORT", "build", "evidence_locations", "store", "verify", "verify_evidence"]
 

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
-from remediation.resume import wait_for_final
+from remediation.flowkit.resume import wait_for_final
 
 
 def incident() -> str:

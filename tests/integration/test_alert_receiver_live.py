@@ -335,8 +335,8 @@ def test_real_alertmanager_starts_exactly_one_capture_per_group(
 
 def _assert_bundle_in_s3(run_id: uuid.UUID, incident: str) -> None:
     """The real capture run finishes and its bundle is in S3 with every object re-verifying."""
-    from remediation.connect import evidence_store
-    from remediation.inventory import load_target
+    from remediation.target.connect import evidence_store
+    from remediation.target.inventory import load_target
 
     deadline = time.monotonic() + 300
     with get_client(sync_client=True) as c:
@@ -350,7 +350,7 @@ def _assert_bundle_in_s3(run_id: uuid.UUID, incident: str) -> None:
     store = evidence_store(target)
     manifests = [o.key for o in store.list("") if o.key.endswith(f"/{incident}/{run_id}/manifest.json")]
     assert len(manifests) == 1, f"no single manifest.json for {incident} run {run_id} in S3: {manifests}"
-    from remediation.bundle import verify_s3
+    from remediation.evidence.bundle import verify_s3
     from tasks.evidence import fetch_manifest
 
     prefix = manifests[0].rsplit("/", 1)[0]

@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 from prefect.deployments import run_deployment
 
-from remediation.bundle import UPLOADED, load_manifest, pending_bundles
+from remediation.evidence.bundle import UPLOADED, load_manifest, pending_bundles
 from sandbox.stack.info import StackInfo
 
 pytestmark = pytest.mark.integration
@@ -149,8 +149,8 @@ def test_s3_down_keeps_the_bundle_and_sync_uploads_it_once(
     stack: StackInfo, reset_platform: StackInfo, evidence_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import flows.capture_evidence as fce
-    from remediation import connect
     from remediation.clients.evidence_store import S3EvidenceStore, make_s3_client
+    from remediation.target import connect
     from tasks.evidence import sync_bundles
 
     with socket.socket() as sock:
@@ -184,8 +184,8 @@ def test_a_failing_collector_loses_nothing_else(
     stack: StackInfo, reset_platform: StackInfo, evidence_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import flows.capture_evidence as fce
-    from remediation.evidence_profile import ExtraCommand
-    from remediation.inventory import load_target
+    from remediation.target.evidence_profile import ExtraCommand
+    from remediation.target.inventory import load_target
 
     real = load_target("sandbox")
     default = real.evidence_profiles["default"]

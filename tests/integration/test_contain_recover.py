@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from remediation.change_log import read_changes
-from remediation.resume import answer, wait_for_pause
+from remediation.flowkit.change_log import read_changes
+from remediation.flowkit.resume import answer, wait_for_pause
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from tests.integration.flow_runs import finish, incident, result, start
@@ -150,7 +150,7 @@ def test_an_approval_binds_to_its_plan(stack: StackInfo, deployments: list[str],
     run_id = start(CONTAIN, incident_id=inc, lever="brand-disable", brand_id="gamma",
                    brand_flags=["deposit_enabled", "withdraw_enabled"], initiated_by="alice", dry_run=False)
     first = wait_for_pause(run_id)
-    from remediation.resume import pending_form
+    from remediation.flowkit.resume import pending_form
 
     plan_a = pending_form(first)["plan_hash"]
     # An answer for another plan is refused by the server's schema check: the run stays paused.

@@ -9,8 +9,8 @@ import pytest
 from prefect import flow, task
 
 from remediation.errors import PermanentError, RetryableError
-from remediation.policy import SIDE_EFFECT
 from sandbox.stack.info import StackInfo
+from tasks.policy import SIDE_EFFECT
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import pytest
 from botocore.exceptions import ClientError as BotoClientError
 
-from remediation.bundle import CollectorRecord, Manifest, now, read_upload, s3_prefix, write_manifest
 from remediation.clients import make_s3_client
 from remediation.clients.evidence_store import sha256_file
 from remediation.errors import ClientError
-from remediation.inventory import Target, load_target
+from remediation.evidence.bundle import CollectorRecord, Manifest, now, read_upload, s3_prefix, write_manifest
+from remediation.target.inventory import Target, load_target
 from sandbox.stack.info import StackInfo
 from tasks.evidence import upload_evidence_bundle
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from prefect import flow
 
-from remediation.locks import LEASE_S, LockBusyError, target_lock
+from remediation.flowkit.locks import LEASE_S, LockBusyError, target_lock
 from sandbox.stack.info import StackInfo
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 HOLDER = textwrap.dedent("""
     import sys, time
     from prefect import flow
-    from remediation.locks import target_lock
+    from remediation.flowkit.locks import target_lock
 
     @flow
     def hold(resource: str) -> None:

@@ -15,14 +15,14 @@ import psycopg
 import pytest
 
 from remediation.clients.database import PsycopgDatabase
+from remediation.domain.reconcile import Correction, Counters, ReconcilePlan, Scope
 from remediation.errors import RetryableError
-from remediation.reconcile import Correction, Counters, ReconcilePlan, Scope
-from remediation.resume import answer, wait_for_pause
+from remediation.flowkit.resume import answer, wait_for_pause
 from sandbox.faults import drift_on
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from sandbox.traffic import Traffic, seeded_players
-from tasks.reconcile import APPLICATION, AUDIT_TABLE, apply_plan, plan_from, plan_settings, query_for
+from tasks.database.ledger import APPLICATION, AUDIT_TABLE, apply_plan, plan_from, plan_settings, query_for
 from tests.integration.flow_runs import finish, incident, result, start
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 
 from remediation.clients.database import PsycopgDatabase
-from remediation.inventory import load_target
-from remediation.reconcile import ReconcilePlan, Scope, adjustment_ref
-from remediation.resume import answer, wait_for_incident_pause
+from remediation.domain.reconcile import ReconcilePlan, Scope, adjustment_ref
+from remediation.flowkit.resume import answer, wait_for_incident_pause
+from remediation.target.inventory import load_target
 from sandbox.faults import drift_on
 from sandbox.stack.info import StackInfo
 from sandbox.traffic import seeded_players
-from tasks.reconcile import APPLICATION, apply_plan, plan_from
+from tasks.database.ledger import APPLICATION, apply_plan, plan_from
 from tests.integration.flow_runs import incident
 
 pytestmark = pytest.mark.integration

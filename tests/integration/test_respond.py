@@ -10,7 +10,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterTags
 
-from remediation.resume import answer, pending_step, wait_for_incident_pause
+from remediation.flowkit.resume import answer, pending_step, wait_for_incident_pause
 from sandbox import db, faults
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo

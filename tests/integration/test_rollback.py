@@ -16,8 +16,8 @@ import pytest
 from flows.rollback import rollback
 from remediation.clients.git_repo import CliGitRepo
 from remediation.errors import BadInputError, ConflictError, HostKeyError
-from remediation.inventory import Target, load_target
-from remediation.resume import answer
+from remediation.flowkit.resume import answer
+from remediation.target.inventory import Target, load_target
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from tasks.deploy import rebuild_on_host, release_failure_evidence, wait_for_health

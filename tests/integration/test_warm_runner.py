@@ -20,7 +20,7 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
-from remediation.resume import alert_capture_run
+from remediation.flowkit.resume import alert_capture_run
 from remediation.warm_runner import RunnerConfig, WarmRunner
 from sandbox.stack.info import StackInfo
 

@@ -84,7 +84,7 @@ class Incidents:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
-        from remediation.resume import answer
+        from remediation.flowkit.resume import answer
 
         with get_client(sync_client=True) as client:
             for inc in self.ids:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prefect.client.orchestration import get_client
 
-from remediation.resume import wait_for_pause
+from remediation.flowkit.resume import wait_for_pause
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from tests.integration.flow_runs import result, start

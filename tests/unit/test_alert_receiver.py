@@ -13,11 +13,11 @@ import httpx
 import pytest
 from pydantic import TypeAdapter
 
-from remediation.alert_context import AlertContext
 from remediation.alerts import Credentials, RecordingRunStarter, StartError, create_app, load_config
 from remediation.alerts.auth import sentry_signature
 from remediation.alerts.routing import ReceiverConfig
-from remediation.params import IncidentId, Initiator, TargetName
+from remediation.evidence.alert_context import AlertContext
+from remediation.flowkit.params import IncidentId, Initiator, TargetName
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alerts"
 TOKEN = "am-token-for-tests-0123456789"

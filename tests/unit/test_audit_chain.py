@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from remediation.audit.chain import GENESIS, chain, head_of, verify_chain
-from remediation.audit.gather import MASK, mask_parameters
+from remediation.audit.history import MASK, mask_parameters
 
 ITEMS = [("flow-run", {"id": "a", "params": {"x": 1}}), ("approval", {"approver": "bob", "decision": "approve"}),
          ("task-run", {"id": "t", "state": "COMPLETED"})]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from remediation import bundle
-from remediation.bundle import CollectorRecord, EvidenceFile, Manifest
 from remediation.clients.evidence_store import ObjectSummary, StoredObject, sha256_file
 from remediation.errors import BadInputError, RetryableError
-from remediation.redact import Redactor
+from remediation.evidence import bundle
+from remediation.evidence.bundle import CollectorRecord, EvidenceFile, Manifest
+from remediation.evidence.redact import Redactor
 
 
 class MemoryStore:
@@ -139,7 +139,7 @@ def test_collector_failure_keeps_output_redacts_message_and_pickles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from remediation.errors import CommandFailedError
-    from remediation.inventory import load_target
+    from remediation.target.inventory import load_target
     from tasks.evidence import CollectorFailedError, CollectorSpec, collect
 
     monkeypatch.setenv("RP_SANDBOX_ADMIN_TOKEN", "the-admin-token-value")

@@ -14,8 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from remediation.errors import BadInputError
-from remediation.evidence_profile import EvidenceProfile
-from remediation.inventory import TARGETS_DIR, Target, load_target
+from remediation.target.evidence_profile import EvidenceProfile
+from remediation.target.inventory import TARGETS_DIR, Target, load_target
 from tasks.evidence import plan_collectors
 
 
@@ -119,7 +119,7 @@ def test_rabbitmq_queue_depths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_resp_client_against_a_fake_redis() -> None:
-    from tasks.database import Resp
+    from tasks.database.activity import Resp
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from remediation.errors import InventoryError
-from remediation.inventory import TARGETS_DIR, list_targets, load_target
-from remediation.secrets import SecretRef
+from remediation.target.inventory import TARGETS_DIR, list_targets, load_target
+from remediation.target.secrets import SecretRef
 
 SANDBOX = TARGETS_DIR / "sandbox.toml"
 

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from remediation.approval import ApprovalForm, _problem, plan_hash
-from remediation.levers import (
+from remediation.domain.levers import (
     AppliedChange,
     LeverState,
     drifted,
@@ -15,6 +14,7 @@ from remediation.levers import (
     plan_contain,
     plan_recover,
 )
+from remediation.flowkit.approval import ApprovalForm, _problem, plan_hash
 
 CALM = LeverState(
     maintenance={"is_active": False, "message": ""},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from remediation.postmortem import business_days_after, due_date, render_postmortem, timeline
+from remediation.domain.postmortem import business_days_after, due_date, render_postmortem, timeline
 
 
 def _run(flow: str, start: str, end: str, final: str = "COMPLETED", message: str = "", **result: Any) -> dict[str, Any]:

@@ -7,10 +7,10 @@ import string
 
 import pytest
 
-from remediation import redact
-from remediation.bundle import EvidenceFile
 from remediation.clients.evidence_store import sha256_file
-from remediation.redact import REDACTED, Redactor
+from remediation.evidence import redact
+from remediation.evidence.bundle import EvidenceFile
+from remediation.evidence.redact import REDACTED, Redactor
 
 PEM = (
     "-----BEGIN OPENSSH PRIVATE KEY-----\n"
@@ -139,7 +139,7 @@ def test_evidence_file_counts_and_hashes_what_lands(tmp_path) -> None:  # type: 
 
 
 def test_for_target_redacts_every_resolved_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    from remediation.inventory import load_target
+    from remediation.target.inventory import load_target
 
     env = {
         "RP_SANDBOX_ADMIN_TOKEN": "adm1n-t0ken-value",

@@ -8,10 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from remediation.approval import plan_hash
 from remediation.clients.git_repo import Commit
-from remediation.inventory import load_target
-from remediation.rollback import (
+from remediation.domain.rollback import (
     REVERT_PLACEHOLDER,
     CommitSha,
     RevertPlan,
@@ -20,6 +18,8 @@ from remediation.rollback import (
     shown_commands,
     summary_markdown,
 )
+from remediation.flowkit.approval import plan_hash
+from remediation.target.inventory import load_target
 from tasks.git import reverted_by
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)

@@ -17,9 +17,9 @@ from prefect.utilities.callables import parameter_schema
 from prefect.utilities.schema_tools.validation import ValidationError, validate
 from pydantic import Field
 
-from remediation.approval import _form_for, confirm_pattern
-from remediation.levers import LEVERS, LeverChange, apply_path
-from remediation.params import described
+from remediation.domain.levers import LEVERS, LeverChange, apply_path
+from remediation.flowkit.approval import _form_for, confirm_pattern
+from remediation.flowkit.params import described
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]

@@ -25,13 +25,13 @@ from typing import LiteralString, NamedTuple
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from remediation import connect
 from remediation.clients.database import Database, Transaction
+from remediation.domain.reconcile import ApplyResult, Correction, ReconcilePlan, Skipped, adjustment_ref
 from remediation.errors import BadInputError
-from remediation.inventory import SourceOfTruth, Target
-from remediation.policy import SIDE_EFFECT
-from remediation.reconcile import ApplyResult, Correction, ReconcilePlan, Skipped, adjustment_ref
-from tasks import reconcile_ledger
+from remediation.target import connect
+from remediation.target.inventory import SourceOfTruth, Target
+from tasks.database import ledger_sql as reconcile_ledger
+from tasks.policy import SIDE_EFFECT
 
 __all__ = [
     "APPLICATION",

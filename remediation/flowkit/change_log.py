@@ -14,7 +14,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from remediation.levers import AppliedChange
+from remediation.domain.levers import AppliedChange
 
 __all__ = ["change_log_key", "read_changes", "record_changes"]
 

@@ -6,7 +6,7 @@
 * `apply_plan` (`tasks/reconcile_apply.py`) writes exactly the approved corrections in ONE
   guarded transaction; it is re-exported here with the names the flow and tests have always used.
 * Which side is corrected is the target's policy (`reconcile_source_of_truth`): the comparison
-  is the same, the plan (`remediation.reconcile.plan_corrections`) and the write differ.
+  is the same, the plan (`remediation.domain.reconcile.plan_corrections`) and the write differ.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any, LiteralString
 
 from prefect import task
 
-from remediation import connect
-from remediation.bundle import (
+from remediation.clients.database import Database, Transaction
+from remediation.domain.reconcile import Correction, Counters, ReconcilePlan, Scope, Unresolved, plan_corrections
+from remediation.evidence.bundle import (
     CollectorRecord,
     EvidenceFile,
     Manifest,
@@ -32,18 +33,17 @@ from remediation.bundle import (
     s3_prefix,
     write_manifest,
 )
-from remediation.clients.database import Database, Transaction
-from remediation.inventory import SourceOfTruth, Target
-from remediation.policy import READ_ONLY
-from remediation.reconcile import Correction, Counters, ReconcilePlan, Scope, Unresolved, plan_corrections
-from remediation.redact import for_target
-from tasks.reconcile_apply import (
+from remediation.evidence.redact import for_target
+from remediation.target import connect
+from remediation.target.inventory import SourceOfTruth, Target
+from tasks.database.ledger_apply import (
     APPLICATION,
     AUDIT_TABLE,
     append_ledger_adjustments,
     apply_corrections,
     apply_plan,
 )
+from tasks.policy import READ_ONLY
 
 __all__ = [
     "APPLICATION",

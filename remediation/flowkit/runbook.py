@@ -6,7 +6,7 @@ from pathlib import Path
 
 __all__ = ["RUNBOOKS_DIR", "runbook_text"]
 
-RUNBOOKS_DIR = Path(__file__).resolve().parent.parent / "runbooks"
+RUNBOOKS_DIR = Path(__file__).resolve().parents[2] / "runbooks"
 
 
 def runbook_text(flow_name: str) -> str:

@@ -115,7 +115,7 @@ def pending_form(run: FlowRun) -> dict[str, Any]:
         enum = prop.get("enum")
         if enum and len(enum) == 1:
             return str(enum[0])
-        pattern = str(prop.get("pattern", ""))  # confirm_target: ^<target>$ (remediation.approval)
+        pattern = str(prop.get("pattern", ""))  # confirm_target: ^<target>$ (remediation.flowkit.approval)
         return pattern[1:-1] if pattern.startswith("^") and pattern.endswith("$") else None
 
     return {"plan_hash": pinned("plan_hash"), "target": pinned("confirm_target"), "description": description}

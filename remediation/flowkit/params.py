@@ -18,9 +18,9 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field
 from pydantic.fields import FieldInfo
 
-from remediation.levers import LEVER_HELP, LEVERS, Lever
-from remediation.reconcile import Scope
-from remediation.status import Severity
+from remediation.domain.levers import LEVER_HELP, LEVERS, Lever
+from remediation.domain.reconcile import Scope
+from remediation.domain.status import Severity
 
 __all__ = [
     "ApprovalTimeout", "DryRunRead", "DryRunRisky", "IncidentId", "Initiator", "LeverChoice", "LockWait",

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from remediation.clients.evidence_store import EvidenceStore, sha256_file
 from remediation.errors import BadInputError, RetryableError
-from remediation.redact import RedactionStream, Redactor
+from remediation.evidence.redact import RedactionStream, Redactor
 
 __all__ = [
     "MANIFEST",
@@ -60,7 +60,7 @@ Status = Literal["ok", "failed", "not_configured"]
 def evidence_root() -> Path:
     """`RP_EVIDENCE_DIR`, else the repository's git-ignored `evidence/`."""
     env = os.environ.get("RP_EVIDENCE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "evidence"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "evidence"
 
 
 def bundle_dir(root: Path, incident_id: str, run_id: str) -> Path:

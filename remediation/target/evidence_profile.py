@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from remediation.secrets import SecretRef
+from remediation.target.secrets import SecretRef
 
 __all__ = [
     "PROFILE_NAME",

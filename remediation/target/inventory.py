@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
 from remediation.errors import InventoryError
-from remediation.evidence_profile import PROFILE_NAME, EvidenceProfile
-from remediation.secrets import SecretRef
+from remediation.target.evidence_profile import PROFILE_NAME, EvidenceProfile
+from remediation.target.secrets import SecretRef
 
 __all__ = [
     "TARGETS_DIR",
@@ -33,7 +33,7 @@ __all__ = [
     "load_target",
 ]
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "runbooks" / "targets"
+TARGETS_DIR = Path(__file__).resolve().parents[2] / "runbooks" / "targets"
 NAME = r"^[a-z][a-z0-9-]{0,62}$"
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from remediation.clients.git_repo import Commit
 from remediation.clients.remote_host import build_command
-from remediation.inventory import Target
+from remediation.target.inventory import Target
 
 __all__ = [
     "REVERT_PLACEHOLDER",

@@ -2,8 +2,8 @@
 
 The ledger is append-only (a trigger refuses UPDATE and DELETE), so a correction is a new row of
 kind `adjustment` whose amount is the bucket balance minus the ledger sum, under the player's
-brand, with a `ref` made from the plan hash and the player (`remediation.reconcile.adjustment_ref`).
-The guard is the one `tasks.reconcile_apply.apply_plan` runs for a ledger-truth plan; it runs these
+brand, with a `ref` made from the plan hash and the player (`remediation.domain.reconcile.adjustment_ref`).
+The guard is the one `tasks.database.ledger_apply.apply_plan` runs for a ledger-truth plan; it runs these
 statements after it has locked the chunk's bucket rows: a row is appended only where the bucket
 still holds the planned balance AND the ledger sum is still the planned one; anything that moved is
 skipped and reported (the reason, in bucket-balance and ledger-sum terms, is shared too).

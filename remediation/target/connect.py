@@ -15,7 +15,7 @@ from remediation.clients.evidence_store import S3EvidenceStore, make_s3_client
 from remediation.clients.gateway import HttpxGateway
 from remediation.clients.git_repo import CliGitRepo
 from remediation.clients.remote_host import ParamikoHost
-from remediation.inventory import Target
+from remediation.target.inventory import Target
 
 __all__ = ["admin_api", "database", "evidence_store", "gateway", "git_repo", "remote_host"]
 

@@ -16,8 +16,8 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.states import State
 
-from remediation.inventory import Target
-from remediation.status import PeriodicUpdates, initial_text, resolved_text, sender_for, update_text
+from remediation.domain.status import PeriodicUpdates, initial_text, resolved_text, sender_for, update_text
+from remediation.target.inventory import Target
 
 __all__ = ["Loop", "Step"]
 

@@ -14,13 +14,13 @@ from typing import Any, LiteralString
 
 from prefect import task
 
-from remediation.bundle import EvidenceFile, now
 from remediation.clients.database import PsycopgDatabase
 from remediation.errors import AuthError, PermanentError, RetryableError
-from remediation.evidence_profile import EvidenceProfile, RedisCollector
-from remediation.inventory import Target
-from remediation.policy import READ_ONLY
+from remediation.evidence.bundle import EvidenceFile, now
+from remediation.target.evidence_profile import EvidenceProfile, RedisCollector
+from remediation.target.inventory import Target
 from tasks.evidence import CollectorRecord, CollectorSpec, collect
+from tasks.policy import READ_ONLY
 
 __all__ = ["PG_QUERIES", "Resp", "capture_pg_query", "capture_redis"]
 

@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 import httpx
 from pydantic import SecretStr
 
-from remediation.inventory import Target
+from remediation.target.inventory import Target
 
 __all__ = [
     "PeriodicUpdates",
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 Severity = Literal["SEV1", "SEV2", "SEV3", "SEV4"]
-log = logging.getLogger("remediation.status")
+log = logging.getLogger("remediation.domain.status")
 
 
 def initial_text(severity: str, service: str, incident_id: str, impact: str, every_min: float | None) -> str:

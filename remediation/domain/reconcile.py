@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from remediation.approval import plan_hash
-from remediation.inventory import SourceOfTruth
+from remediation.flowkit.approval import plan_hash
+from remediation.target.inventory import SourceOfTruth
 
 __all__ = [
     "MAX_SCOPE_PLAYERS",

@@ -29,9 +29,9 @@ from urllib.parse import quote, unquote
 from remediation.errors import InventoryError
 
 if TYPE_CHECKING:
-    from remediation.evidence_profile import EvidenceProfile
-    from remediation.inventory import Target
-    from remediation.secrets import SecretRef
+    from remediation.target.evidence_profile import EvidenceProfile
+    from remediation.target.inventory import Target
+    from remediation.target.secrets import SecretRef
 
 __all__ = ["MIN_LITERAL", "REDACTED", "RedactionStream", "Redactor", "Rule", "builtin_rules", "for_target"]
 
