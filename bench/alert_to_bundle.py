@@ -86,9 +86,9 @@ def one_alert(url: str, token: str, nonce: str, i: int) -> dict[str, Any]:
 
 def reverify(run: Any) -> list[str]:
     from remediation.evidence.bundle import MANIFEST, verify_s3
+    from remediation.evidence.sync import fetch_manifest
     from remediation.target.connect import evidence_store
     from remediation.target.inventory import load_target
-    from tasks.evidence import fetch_manifest
 
     report = run.state.result(raise_on_failure=False)
     if not isinstance(report, dict) or not report.get("uploaded"):
@@ -102,9 +102,9 @@ def reverify(run: Any) -> list[str]:
 def shell_script(workdir: Path) -> str:
     """Bash for the default sandbox profile's collectors, one after another, then upload + verify."""
     from remediation.evidence.bundle import s3_prefix
+    from remediation.evidence.collectors import plan_collectors
     from remediation.target.inventory import load_target
     from tasks.database.activity import PG_QUERIES
-    from tasks.evidence import plan_collectors
 
     inv = load_target("sandbox")
     prof = inv.evidence_profiles["default"]

@@ -33,10 +33,10 @@ def sequential_once(root: Path) -> float:
 
     from flows.capture_evidence import TASKS
     from remediation.evidence.bundle import Manifest, now, s3_prefix, upload_bundle, write_manifest
+    from remediation.evidence.collectors import plan_collectors
     from remediation.target import connect
+    from remediation.target.connect import close_shared_hosts
     from remediation.target.inventory import load_target
-    from tasks.evidence import plan_collectors
-    from tasks.host import close_evidence_hosts
 
     t0 = time.perf_counter()
     inv = load_target("sandbox")
@@ -48,7 +48,7 @@ def sequential_once(root: Path) -> float:
     for spec in plan_collectors(inv, prof):
         if spec.configured:
             records.append(TASKS[spec.kind].fn(inv, prof, spec, str(directory)))
-    close_evidence_hosts()  # as the flow does: one SSH connection per host for the run's collectors
+    close_shared_hosts()  # as the flow does: one SSH connection per host for the run's collectors
     created = now()
     write_manifest(directory, Manifest(
         incident_id="INC-BENCH-SEQ", target=inv.name, environment=inv.environment, profile="default",

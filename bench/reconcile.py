@@ -35,18 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from remediation.clients.database import PsycopgDatabase  # noqa: E402
-from remediation.domain.reconcile import ReconcilePlan, Scope  # noqa: E402
+from remediation.domain.reconcile import MISMATCH_CSV_HEADER, ReconcilePlan, Scope, mismatch_rows  # noqa: E402
+from remediation.evidence.writer import BundleWriter  # noqa: E402
 from remediation.target.inventory import load_target  # noqa: E402
 from sandbox.stack.core import Stack  # noqa: E402
-from tasks.database.ledger import (  # noqa: E402
-    CSV_HEADER,
-    apply_plan,
-    compare,
-    mismatch_rows,
-    plan_from,
-    write_csv,
-    write_reconcile_evidence,
-)
+from tasks.database.ledger import compare, plan_from  # noqa: E402
+from tasks.database.ledger_apply import apply_plan  # noqa: E402
 
 DB = "rp_bench"
 BARE = """
@@ -134,11 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             plan = plan_from(db, incident_id="INC-BENCH", target="sandbox", scope=Scope())
             assert len(plan.corrections) == drifted
             _ = plan.hash
-            write_reconcile_evidence(inv, "INC-BENCH", f"run{run[0]}", "bench", None, {
-                "reconcile-mismatches.csv": ("bench", lambda out: write_csv(out, CSV_HEADER,
-                                                                            mismatch_rows(plan.corrections))),
-                "reconcile-counters.json": ("bench", lambda out: out.write_json(plan.counters.model_dump())),
-            }, root=tmp)
+            bundle = BundleWriter(inv, "INC-BENCH", f"run{run[0]}", profile="reconcile", initiated_by="bench",
+                                  flow_run_id=None, root=tmp)
+            bundle.seal([
+                bundle.add("reconcile-mismatches.csv", "bench", kind="reconcile", body=lambda out: out.write_csv(
+                    MISMATCH_CSV_HEADER, mismatch_rows(plan.corrections))),
+                bundle.add("reconcile-counters.json", "bench", kind="reconcile",
+                           body=lambda out: out.write_json(plan.counters.model_dump())),
+            ])
 
         bare()  # warm the cache for both
         bare_s: list[float] = []

@@ -12,7 +12,8 @@ from remediation.audit.report import render
 from remediation.flowkit.params import DryRunRead, IncidentId, TargetName, described
 from remediation.flowkit.runbook import runbook_text
 from remediation.target.inventory import load_target
-from tasks.audit import build_audit_export, store_audit_export, verify_audit_export
+from tasks.evidence_store import store_audit_export, verify_audit_export
+from tasks.prefect_api import build_audit_export
 
 RUNBOOK = "audit-export"
 

@@ -28,30 +28,24 @@ from remediation.evidence.alert_context import AlertContext
 from remediation.evidence.bundle import (
     CollectorRecord,
     Manifest,
-    bundle_dir,
-    evidence_root,
-    now,
-    s3_prefix,
-    write_manifest,
 )
+from remediation.evidence.collectors import GRACE_S, CollectorSpec, plan_collectors
 from remediation.evidence.redact import Redactor, for_target
+from remediation.evidence.writer import BundleWriter
 from remediation.flowkit.futures import failure_reason, settle_all
 from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, TargetName, described
 from remediation.flowkit.run_context import tag_current_run
 from remediation.flowkit.runbook import runbook_text
+from remediation.target import connect
 from remediation.target.evidence_profile import PROFILE_NAME
 from remediation.target.inventory import load_target
-from tasks.database.activity import capture_pg_query, capture_redis
-from tasks.evidence import (
-    GRACE_S,
-    CollectorSpec,
-    capture_error_rate,
-    capture_health,
-    capture_rabbitmq_queues,
-    plan_collectors,
-    upload_evidence_bundle,
-)
-from tasks.host import capture_host_command, capture_host_git, close_evidence_hosts
+from tasks.database.activity import capture_pg_query
+from tasks.evidence_store import upload_evidence_bundle
+from tasks.gateway import capture_health
+from tasks.host import capture_host_command, capture_host_git
+from tasks.prometheus import capture_error_rate
+from tasks.rabbitmq import capture_rabbitmq_queues
+from tasks.redis import capture_redis
 
 RUNBOOK = "capture-evidence"
 ProfileName = Annotated[
@@ -96,9 +90,10 @@ def capture_evidence(
 
     redactor = for_target(inv, prof)
     run_id = str(flow_run.get_id() or uuid4())
-    created = now()
-    directory = bundle_dir(evidence_root(), incident_id, run_id)
-    directory.mkdir(parents=True, exist_ok=True)
+    bundle = BundleWriter(inv, incident_id, run_id, profile=profile, initiated_by=initiated_by,
+                          flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
+                          flow_run_name=flow_run.get_name(), redactor=redactor)
+    directory = bundle.directory
     runnable = [s for s in specs if s.configured]
     futures = {
         s.name: TASKS[s.kind].with_options(timeout_seconds=s.timeout_s + GRACE_S, task_run_name=f"capture-{s.name}")
@@ -108,20 +103,14 @@ def capture_evidence(
     try:
         found, _ = settle_all(futures)  # failures are read back per collector, with their records
     finally:
-        close_evidence_hosts()  # the host collectors shared one SSH connection per host
+        connect.close_shared_hosts()  # the host collectors shared one SSH connection per host
     records = [_record(s, found, futures, directory, redactor) for s in specs]
     for record in records:
         if record.status == "failed":
             log.warning("collector %s failed: %s", record.collector, record.error)
 
-    manifest = Manifest(
-        incident_id=incident_id, target=inv.name, environment=inv.environment, profile=profile, run_id=run_id,
-        flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None, flow_run_name=flow_run.get_name(),
-        initiated_by=initiated_by, alert_fingerprint=alert.fingerprint if alert else None,
-        alert=_redacted_alert(alert, redactor), created_at=created, s3_bucket=inv.evidence.bucket,
-        s3_prefix=s3_prefix(inv.evidence.prefix, created, incident_id, run_id), collectors=records,
-    )
-    manifest_sha = write_manifest(directory, manifest)
+    manifest, manifest_sha = bundle.seal(records, alert_fingerprint=alert.fingerprint if alert else None,
+                                         alert=_redacted_alert(alert, redactor))
     upload = upload_evidence_bundle(inv, str(directory), return_state=True)
     uploaded = upload.is_completed()
     upload_error = None if uploaded else redactor.text(failure_reason(upload))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -19,7 +19,7 @@ from remediation.domain.levers import (
     resource_for,
 )
 from remediation.errors import BadInputError
-from remediation.flowkit.approval import plan_hash, request_approval
+from remediation.flowkit.approve import Proposal, approve_until_stable
 from remediation.flowkit.change_log import record_changes
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
@@ -54,8 +54,6 @@ Message = Annotated[
                       "Empty: `Emergency maintenance — <incident>`. Letters, digits, spaces and "
                       ". , : ! ? ( ) # / @ + - only"),
 ]
-#: A plan that keeps changing under the approver is a situation to look at, not to chase.
-MAX_REPLANS = 3
 
 
 def _stays_live(target: Target, lever: Lever, brand_id: str | None) -> list[str]:
@@ -105,56 +103,45 @@ def contain(
     tag_current_run(incident_id, RUNBOOK, inv.name)
     live = _stays_live(inv, lever, brand_id)
 
-    read_via = "admin-api"
-
-    def plan() -> tuple[LeverChange, dict[str, Any]]:
-        nonlocal read_via
+    def plan() -> Proposal[LeverChange]:
         state = get_lever_state(inv)
-        read_via = state.read_via
         change = plan_contain(lever, state, message=text, brand_id=brand_id, flags=flags)
-        return change, {"incident_id": incident_id, "target": inv.name, "change": change.model_dump(mode="json")}
+        return Proposal(change, {"incident_id": incident_id, "target": inv.name,
+                                 "change": change.model_dump(mode="json")},
+                        _summary(incident_id, inv, change, live, state.read_via))
 
-    change, shown = plan()
+    proposal = plan()
+    change = proposal.plan
     if change.in_place:
         log.info("%s is already in place on %s: nothing to apply", lever, inv.name)
         verified = check_lever_effect(inv, change, incident_id)
         return Completed(message=f"{lever} already in place; verified={verified['ok']}",
                          data={"outcome": "already-in-place", "verification": verified})
     if dry_run:
-        create_markdown_artifact(
-            key=f"contain-plan-{incident_id.lower()}",
-            markdown=_summary(incident_id, inv, change, live, read_via) + "\n*dry run: nothing changed*\n")
+        create_markdown_artifact(key=f"contain-plan-{incident_id.lower()}",
+                                 markdown=proposal.summary + "\n*dry run: nothing changed*\n")
         return Completed(message=f"dry run: would {change.description}",
                          data={"outcome": "dry-run", "would_change": [change.model_dump(mode="json")],
                                "stays_live": live})
 
+    def put_in_place_meanwhile(p: Proposal[LeverChange]) -> State | None:
+        return Completed(message=f"{lever} was put in place by someone else meanwhile; nothing applied",
+                         data={"outcome": "already-in-place"}) if p.plan.in_place else None
+
     with target_lock(inv.name, resource_for(lever, brand_id), wait_s=lock_wait_s):
-        approval = None
-        for _ in range(MAX_REPLANS):
-            if needs_approval(lever, approve_deposit_halt=inv.policy.approve_deposit_halt,
-                              approve_brand_disable=inv.policy.approve_brand_disable):
-                approval = request_approval(
-                    step=f"contain-{lever}", target=inv.name, plan=shown,
-                    summary_markdown=_summary(incident_id, inv, change, live, read_via), requested_by=initiated_by,
-                    four_eyes=inv.policy.four_eyes,
-                    timeout_s=approval_timeout_s or inv.policy.approval_timeout_s,
-                )
-                if not approval.approved:
-                    return Completed(message=f"not applied: {approval.decision} by {approval.approver or 'nobody'}"
-                                             f" ({approval.reason}); nothing changed",
-                                     data={"outcome": approval.decision, "approval": approval.model_dump(mode="json")})
-            # The approval counts only for the plan it saw: re-read, and ask again if it moved.
-            again, shown_now = plan()
-            if plan_hash(shown_now) == plan_hash(shown):
-                break
-            log.warning("plan changed since it was shown (%s → %s); asking again", change.after, again.after)
-            change, shown = again, shown_now
-            if change.in_place:
-                return Completed(message=f"{lever} was put in place by someone else meanwhile; nothing applied",
-                                 data={"outcome": "already-in-place"})
-        else:
-            return Failed(message=f"plan kept changing across {MAX_REPLANS} approvals; nothing applied")
-        applied = apply_lever_change(inv, change, plan_hash(shown))
+        verdict = approve_until_stable(
+            f"contain-{lever}", inv, proposal, plan, requested_by=initiated_by, timeout_s=approval_timeout_s,
+            ask=needs_approval(lever, approve_deposit_halt=inv.policy.approve_deposit_halt,
+                               approve_brand_disable=inv.policy.approve_brand_disable),
+            settled=put_in_place_meanwhile)
+        approval = verdict.approval
+        if verdict.ended is not None:
+            return verdict.ended
+        if approval is not None and not approval.approved:
+            return Completed(message=verdict.refusal(),
+                             data={"outcome": approval.decision, "approval": approval.model_dump(mode="json")})
+        change = verdict.proposal.plan
+        applied = apply_lever_change(inv, change, verdict.proposal.hash)
         record_changes(incident_id, [applied])
         verified = check_lever_effect(inv, change, incident_id)
     result = {"outcome": applied.outcome, "path": applied.path, "note": applied.note,

@@ -15,7 +15,8 @@ from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, Severi
 from remediation.flowkit.run_context import tag_current_run
 from remediation.flowkit.runbook import runbook_text
 from remediation.target.inventory import load_target
-from tasks.audit import read_incident_history, store_incident_document
+from tasks.evidence_store import store_incident_document
+from tasks.prefect_api import read_incident_history
 
 RUNBOOK = "postmortem"
 Title = Annotated[str, Field(

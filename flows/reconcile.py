@@ -10,9 +10,17 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
-from remediation.domain.reconcile import ApplyResult, ReconcilePlan, Scope
-from remediation.evidence.bundle import EvidenceFile
-from remediation.flowkit.approval import request_approval
+from remediation.domain.reconcile import (
+    APPLIED_CSV_HEADER,
+    MISMATCH_CSV_HEADER,
+    ApplyResult,
+    ReconcilePlan,
+    Scope,
+    applied_rows,
+    mismatch_rows,
+)
+from remediation.evidence.writer import BundleWriter, FileBody
+from remediation.flowkit.approve import Proposal, approve_until_stable
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -27,13 +35,11 @@ from remediation.flowkit.params import (
 from remediation.flowkit.run_context import tag_current_run
 from remediation.flowkit.runbook import runbook_text
 from remediation.target.inventory import Target, load_target
-from tasks.database.ledger import CSV_HEADER, check_ledger_vs_bucket, mismatch_rows, write_csv, write_reconcile_evidence
+from tasks.database.ledger import check_ledger_vs_bucket
 from tasks.database.ledger_apply import append_ledger_adjustments, apply_corrections
-from tasks.evidence import upload_evidence_bundle
+from tasks.evidence_store import upload_evidence_bundle
 
 RUNBOOK = "reconcile"
-#: A plan that keeps changing under the approver is a situation to look at, not to chase.
-MAX_REPLANS = 3
 #: Mismatches listed in the approval form and the artifact; the evidence CSV has all of them.
 SHOWN = 20
 
@@ -110,24 +116,13 @@ def _run_key() -> str:
     return str(flow_run.get_id() or "local")
 
 
-def _plan_evidence(inv: Target, plan: ReconcilePlan, initiated_by: str, key: str) -> dict[str, Any]:
-    """Evidence before mitigation: the full mismatch list and the counters, bundled, hashed, uploaded."""
-    def mismatches(out: EvidenceFile) -> None:
-        write_csv(out, CSV_HEADER, mismatch_rows(plan.corrections, plan.needs_human))
-
-    def counters(out: EvidenceFile) -> None:
-        out.write_json({"plan_hash": plan.hash, "scope": plan.scope.model_dump(mode="json"),
-                        "source_of_truth": plan.source_of_truth, "checked_at": plan.checked_at.isoformat(),
-                        "counters": plan.counters.model_dump()})
-
-    directory = write_reconcile_evidence(inv, plan.incident_id, key, initiated_by, str(flow_run.get_id() or ""), {
-        "reconcile-mismatches.csv": (f"ledger vs bucket, {plan.scope.describe()}: every mismatch", mismatches),
-        "reconcile-counters.json": ("summary counters and plan hash", counters),
-    })
-    return _upload(inv, directory)
-
-
-def _upload(inv: Target, directory: str) -> dict[str, Any]:
+def _bundle(inv: Target, plan: ReconcilePlan, initiated_by: str, key: str,
+            files: dict[str, tuple[str, FileBody]]) -> dict[str, Any]:
+    """Evidence of this reconcile (the full lists, which no form can show), bundled, hashed, uploaded."""
+    bundle = BundleWriter(inv, plan.incident_id, key, profile="reconcile", initiated_by=initiated_by,
+                          flow_run_id=str(flow_run.get_id() or "") or None)
+    bundle.seal([bundle.add(name, what, body, kind="reconcile") for name, (what, body) in files.items()])
+    directory = str(bundle.directory)
     state = upload_evidence_bundle(inv, directory, return_state=True)
     if state.is_completed():
         record = state.result()
@@ -137,31 +132,30 @@ def _upload(inv: Target, directory: str) -> dict[str, Any]:
     return {"bundle": directory, "uploaded": False, "s3": None}
 
 
+def _plan_evidence(inv: Target, plan: ReconcilePlan, initiated_by: str, key: str) -> dict[str, Any]:
+    """Evidence before mitigation: the full mismatch list and the counters."""
+    return _bundle(inv, plan, initiated_by, key, {
+        "reconcile-mismatches.csv": (
+            f"ledger vs bucket, {plan.scope.describe()}: every mismatch",
+            lambda out: out.write_csv(MISMATCH_CSV_HEADER, mismatch_rows(plan.corrections, plan.needs_human))),
+        "reconcile-counters.json": (
+            "summary counters and plan hash",
+            lambda out: out.write_json({"plan_hash": plan.hash, "scope": plan.scope.model_dump(mode="json"),
+                                        "source_of_truth": plan.source_of_truth,
+                                        "checked_at": plan.checked_at.isoformat(),
+                                        "counters": plan.counters.model_dump()})),
+    })
+
+
 def _apply_evidence(inv: Target, plan: ReconcilePlan, done: ApplyResult, after: ReconcilePlan,
                     initiated_by: str, key: str) -> dict[str, Any]:
-    def applied(out: EvidenceFile) -> None:
-        # before/after are on the corrected side: `corrects` says which (bucket balance or ledger sum).
-        write_csv(out, ("player_id", "outcome", "before", "after", "balance_now", "ledger_sum_now", "reason",
-                        "corrects"), [
-            *((c.player_id, "applied", "" if c.before is None else c.before, c.after, "", "", "", c.corrects)
-              for c in done.applied),
-            *((p, "already-applied", "", "", "", "", "", plan.corrected_side) for p in done.already_applied),
-            *((s.player_id, "skipped", "" if s.planned_before is None else s.planned_before, s.planned_after,
-               "" if s.balance_now is None else s.balance_now, s.ledger_sum_now, s.reason, s.corrects)
-              for s in done.skipped),
-            *((u.player_id, "left-for-a-person", "", "", "" if u.bucket_balance is None else u.bucket_balance,
-               u.ledger_sum, u.why, "") for u in plan.needs_human),
-        ])
-
-    def remaining(out: EvidenceFile) -> None:
-        write_csv(out, CSV_HEADER, mismatch_rows(after.corrections, after.needs_human))
-
-    directory = write_reconcile_evidence(inv, plan.incident_id, f"{key}-applied", initiated_by,
-                                         str(flow_run.get_id() or ""), {
-        "reconcile-applied.csv": (f"apply of plan {plan.hash}: every approved correction's outcome", applied),
-        "reconcile-remaining.csv": ("ledger vs bucket after apply: every mismatch left", remaining),
+    return _bundle(inv, plan, initiated_by, f"{key}-applied", {
+        "reconcile-applied.csv": (f"apply of plan {plan.hash}: every approved correction's outcome",
+                                  lambda out: out.write_csv(APPLIED_CSV_HEADER, applied_rows(plan, done))),
+        "reconcile-remaining.csv": ("ledger vs bucket after apply: every mismatch left",
+                                    lambda out: out.write_csv(MISMATCH_CSV_HEADER,
+                                                              mismatch_rows(after.corrections, after.needs_human))),
     })
-    return _upload(inv, directory)
 
 
 def _nothing_to_apply(plan: ReconcilePlan, base: dict[str, Any], when: str) -> State:
@@ -218,37 +212,43 @@ def reconcile(
         return Failed(message=f"{len(plan.corrections)} corrections exceed max_corrections={max_corrections}: "
                               "this is not drift to correct blindly — escalate; nothing applied", data=base)
 
+    replans = 0
+    latest = Proposal((plan, evidence), plan.shown(), summary)
+
+    def replan() -> Proposal[tuple[ReconcilePlan, dict[str, Any]]]:
+        nonlocal replans, latest
+        again = check_ledger_vs_bucket(inv, incident_id, scope)
+        if again.hash != latest.plan[0].hash:  # moved: its own evidence, kept beside the first
+            replans += 1
+            moved = _plan_evidence(inv, again, initiated_by, f"{key}-replan-{replans}")
+            latest = Proposal((again, moved), again.shown(), _summary(again, moved["bundle"]))
+        return latest
+
+    def settled(p: Proposal[tuple[ReconcilePlan, dict[str, Any]]]) -> State | None:
+        now_plan, now_evidence = p.plan
+        now_base = {**base, "counters": now_plan.counters.model_dump(), "plan_hash": now_plan.hash,
+                    "evidence": now_evidence}
+        if not now_plan.corrections:
+            return _nothing_to_apply(now_plan, now_base, " meanwhile")
+        if len(now_plan.corrections) > max_corrections:
+            return Failed(message=f"{len(now_plan.corrections)} corrections exceed max_corrections; escalate; "
+                                  "nothing applied", data=now_base)
+        return None
+
     with target_lock(inv.name, "books", wait_s=lock_wait_s):
-        approval = None
-        for attempt in range(1, MAX_REPLANS + 1):
-            approval = request_approval(
-                step="reconcile", target=inv.name, plan=plan.shown(), summary_markdown=summary,
-                requested_by=initiated_by, four_eyes=inv.policy.four_eyes,
-                timeout_s=approval_timeout_s or inv.policy.approval_timeout_s,
-            )
-            if not approval.approved:
-                return Completed(message=f"not applied: {approval.decision} by {approval.approver or 'nobody'} "
-                                         f"({approval.reason}); nothing changed",
-                                 data={"outcome": approval.decision, **base,
-                                       "approval": approval.model_dump(mode="json")})
-            # The approval counts only for the plan it saw: compare again, and ask again if it moved.
-            again = check_ledger_vs_bucket(inv, incident_id, scope)
-            if again.hash == plan.hash:
-                break
-            log.warning("plan changed since it was approved (%s → %s, %d → %d corrections); asking again",
-                        plan.hash[:12], again.hash[:12], len(plan.corrections), len(again.corrections))
-            plan = again
-            evidence = _plan_evidence(inv, plan, initiated_by, f"{key}-replan-{attempt}")
-            summary = _summary(plan, evidence["bundle"])
-            base = {**base, "counters": plan.counters.model_dump(), "plan_hash": plan.hash, "evidence": evidence}
-            if not plan.corrections:
-                return _nothing_to_apply(plan, base, " meanwhile")
-            if len(plan.corrections) > max_corrections:
-                return Failed(message=f"{len(plan.corrections)} corrections exceed max_corrections; escalate; "
-                                      "nothing applied", data=base)
-        else:
-            return Failed(message=f"plan kept changing across {MAX_REPLANS} approvals; nothing applied", data=base)
-        assert approval is not None and approval.approver is not None
+        verdict = approve_until_stable(
+            "reconcile", inv, latest, replan,
+            requested_by=initiated_by, timeout_s=approval_timeout_s, settled=settled, data=lambda _: base)
+        approval = verdict.approval
+        if verdict.ended is not None:
+            return verdict.ended
+        assert approval is not None
+        if not approval.approved:
+            return Completed(message=verdict.refusal(), data={"outcome": approval.decision, **base,
+                                                              "approval": approval.model_dump(mode="json")})
+        plan, evidence = verdict.proposal.plan
+        base = {**base, "counters": plan.counters.model_dump(), "plan_hash": plan.hash, "evidence": evidence}
+        assert approval.approver is not None
         apply = apply_corrections if plan.source_of_truth == "ledger" else append_ledger_adjustments
         done = apply(inv, plan, approval.approver, str(flow_run.get_id() or "") or None)
         after = check_ledger_vs_bucket(inv, incident_id, scope)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
 
-from flows._gates import FlowGates
-from remediation.all_clear import AllClearGates
+from flows.verify_round_trip import verify_round_trip
 from remediation.domain.levers import AppliedChange, LeverChange, apply_path, drifted, plan_recover
-from remediation.flowkit.approval import plan_hash, request_approval
+from remediation.flowkit.approve import Proposal, approve_until_stable
 from remediation.flowkit.change_log import read_changes, record_changes
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
@@ -23,13 +24,12 @@ from remediation.flowkit.params import (
 )
 from remediation.flowkit.run_context import tag_current_run
 from remediation.flowkit.runbook import runbook_text
-from remediation.target.inventory import load_target
+from remediation.target.inventory import Target, load_target
 from tasks.admin_api import apply_lever_change, get_lever_state
+from tasks.database.ledger import reconcile_dry_run
 from tasks.wallet import check_lever_effect
 
 RUNBOOK = "recover"
-#: What each all-clear gate runs; the order of the gates is fixed here.
-GATES: AllClearGates = FlowGates()
 
 
 def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list[AppliedChange],
@@ -58,45 +58,60 @@ def recover(
     when a round trip and the books are clean."""
     log = get_run_logger()
     inv = load_target(target)
-    checks = GATES
     tag_current_run(incident_id, RUNBOOK, inv.name)
-    recorded = read_changes(incident_id)
-    state = get_lever_state(inv)
-    undo = plan_recover(recorded, state, note=f"recovered {incident_id}")
-    moved = drifted(recorded, state)
-    shown = {"incident_id": incident_id, "target": inv.name, "undo": [c.model_dump(mode="json") for c in undo]}
-    summary = _summary(incident_id, inv.name, undo, moved, state.read_via)
+
+    def plan() -> Proposal[list[LeverChange]]:
+        recorded = read_changes(incident_id)
+        state = get_lever_state(inv)
+        undo = plan_recover(recorded, state, note=f"recovered {incident_id}")
+        moved = drifted(recorded, state)
+        view = {"incident_id": incident_id, "target": inv.name, "undo": [c.model_dump(mode="json") for c in undo],
+                "left_alone": sorted(m.change.resource for m in moved)}
+        return Proposal(undo, view, _summary(incident_id, inv.name, undo, moved, state.read_via))
+
+    proposal = plan()
+    undo, left_alone = proposal.plan, proposal.view["left_alone"]
     if dry_run:
-        create_markdown_artifact(key=f"recover-plan-{incident_id.lower()}", markdown=summary + "\n*dry run*\n")
+        create_markdown_artifact(key=f"recover-plan-{incident_id.lower()}",
+                                 markdown=proposal.summary + "\n*dry run*\n")
         return Completed(message=f"dry run: would undo {len(undo)} change(s)",
                          data={"outcome": "dry-run", "would_change": [c.model_dump(mode="json") for c in undo],
-                               "left_alone": [m.change.resource for m in moved]})
+                               "left_alone": left_alone})
 
     done: list[AppliedChange] = []
     approval = None
+    effects: list[dict[str, Any]] = []
     if undo:
-        with target_lock(inv.name, [c.resource for c in undo], wait_s=lock_wait_s):
-            approval = request_approval(
-                step="recover", target=inv.name, plan=shown, summary_markdown=summary,
-                requested_by=initiated_by, four_eyes=inv.policy.four_eyes,
-                timeout_s=approval_timeout_s or inv.policy.approval_timeout_s,
-            )
+        locked = {c.resource for c in undo}
+
+        def outside_the_lock(p: Proposal[list[LeverChange]]) -> State | None:
+            extra = sorted({c.resource for c in p.plan} - locked)
+            return Failed(message=f"the recover plan now also touches {', '.join(extra)} (changed meanwhile); "
+                                  "nothing undone — run recover again") if extra else None
+
+        with target_lock(inv.name, sorted(locked), wait_s=lock_wait_s):
+            verdict = approve_until_stable("recover", inv, proposal, plan, requested_by=initiated_by,
+                                           timeout_s=approval_timeout_s, settled=outside_the_lock)
+            approval = verdict.approval
+            if verdict.ended is not None:
+                return verdict.ended
+            assert approval is not None
             if not approval.approved:
-                return Completed(message=f"not recovered: {approval.decision} by {approval.approver or 'nobody'} "
-                                         f"({approval.reason}); nothing changed",
+                return Completed(message=verdict.refusal("not recovered"),
                                  data={"outcome": approval.decision, "approval": approval.model_dump(mode="json")})
+            undo, left_alone = verdict.proposal.plan, verdict.proposal.view["left_alone"]
             for change in undo:
-                done.append(apply_lever_change(inv, change, plan_hash(shown)))
+                done.append(apply_lever_change(inv, change, verdict.proposal.hash))
                 record_changes(incident_id, [done[-1]])
             effects = [check_lever_effect(inv, c, incident_id) for c in undo]
     else:
         log.info("no recorded lever of %s is still in place: nothing to undo", incident_id)
-        effects = []
 
-    round_trip = checks.round_trip(inv, incident_id)
-    books = checks.books(inv, incident_id)
+    # Seed 000: a real round trip and a clean reconciliation before declaring all-clear.
+    round_trip = _round_trip(inv, incident_id)
+    books = reconcile_dry_run(inv)
     result = {
-        "undone": [d.model_dump(mode="json") for d in done], "left_alone": [m.change.resource for m in moved],
+        "undone": [d.model_dump(mode="json") for d in done], "left_alone": left_alone,
         "effects": effects, "round_trip": round_trip, "books": books,
         "approval": approval.model_dump(mode="json") if approval else None,
     }
@@ -109,3 +124,12 @@ def recover(
         return Failed(message=f"levers undone ({len(done)}) but NOT all-clear: {'; '.join(problems)}",
                       data=result)
     return Completed(message=f"all-clear: {len(done)} change(s) undone, round trip and books clean", data=result)
+
+
+def _round_trip(inv: Target, incident_id: str) -> dict[str, Any]:
+    """The verify-round-trip runbook as a subflow: its step table is its own run's artifact."""
+    state = verify_round_trip(incident_id=incident_id, target=inv.name, return_state=True)
+    data = cast(dict[str, Any], state.result(raise_on_failure=False))
+    if not isinstance(data, dict):  # the subflow crashed before it could say anything
+        return {"ok": False, "message": state.message, "brands": []}
+    return {**data, "ok": bool(data.get("ok")), "message": state.message}

@@ -10,8 +10,9 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
+from flows.verify_round_trip import verify_round_trip
 from remediation.domain.rollback import CommitSha, RevertPlan, revert_message, summary_markdown
-from remediation.flowkit.approval import Approval, plan_hash, request_approval
+from remediation.flowkit.approve import Proposal, approve_until_stable
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -25,12 +26,11 @@ from remediation.flowkit.params import (
 from remediation.flowkit.run_context import tag_current_run
 from remediation.flowkit.runbook import runbook_text
 from remediation.target.inventory import Target, load_target
-from tasks.deploy import rebuild_on_host, release_failure_evidence, wait_for_health
+from tasks.gateway import wait_for_health
 from tasks.git import plan_revert, push_revert
-from tasks.host import get_deployed_revision
+from tasks.host import get_deployed_revision, rebuild_on_host, release_failure_evidence
 
 RUNBOOK = "rollback"
-MAX_REPLANS = 3
 
 
 def _plan(inv: Target, bad_commit: str | None) -> RevertPlan:
@@ -39,8 +39,6 @@ def _plan(inv: Target, bad_commit: str | None) -> RevertPlan:
 
 
 def _verify(inv: Target, incident_id: str, initiated_by: str) -> dict[str, Any]:
-    from flows.verify_round_trip import verify_round_trip
-
     state = verify_round_trip(incident_id=incident_id, target=inv.name, initiated_by=initiated_by,
                               return_state=True)
     data = state.result(raise_on_failure=False)
@@ -114,28 +112,22 @@ def rollback(
 
     step = "rollback-override-age" if plan.too_old else "rollback"
     with target_lock(inv.name, f"release:{inv.git.deploy_host}", wait_s=lock_wait_s):
-        approval: Approval | None = None
-        for _ in range(MAX_REPLANS):
-            approval = request_approval(
-                step=step, target=inv.name, plan=plan.approval_view(), summary_markdown=summary,
-                requested_by=initiated_by, four_eyes=inv.policy.four_eyes,
-                timeout_s=approval_timeout_s or inv.policy.approval_timeout_s,
-            )
-            if not approval.approved:
-                advice = " Policy: fix forward." if plan.too_old else ""
-                return Completed(message=f"not rolled back: {approval.decision} by {approval.approver or 'nobody'} "
-                                         f"({approval.reason}); nothing changed.{advice}",
-                                 data={**result, "outcome": approval.decision,
-                                       "approval": approval.model_dump(mode="json")})
-            # The approval holds only for the plan it saw (someone may have reverted or pushed meanwhile).
+        # The approval holds only for the plan it saw (someone may have reverted or pushed meanwhile).
+        def replan() -> Proposal[RevertPlan]:
             again = _plan(inv, plan.bad.sha)
-            if plan_hash(again.approval_view()) == plan_hash(plan.approval_view()):
-                break
-            log.warning("the rollback plan changed while it waited for approval (%s → %s); asking again",
-                        plan.state, again.state)
-            plan, summary = again, summary_markdown(incident_id, again)
-        else:
-            return Failed(message=f"the plan kept changing across {MAX_REPLANS} approvals; nothing applied")
+            return Proposal(again, again.approval_view(), summary_markdown(incident_id, again))
+
+        verdict = approve_until_stable(step, inv, Proposal(plan, plan.approval_view(), summary), replan,
+                                       requested_by=initiated_by, timeout_s=approval_timeout_s)
+        approval = verdict.approval
+        if verdict.ended is not None:
+            return verdict.ended
+        assert approval is not None
+        if not approval.approved:
+            advice = " Policy: fix forward." if plan.too_old else ""
+            return Completed(message=verdict.refusal("not rolled back") + f".{advice}", data={
+                **result, "outcome": approval.decision, "approval": approval.model_dump(mode="json")})
+        plan = verdict.proposal.plan
         result["approval"] = approval.model_dump(mode="json")
         if plan.too_old:
             log.warning("policy override: %s approved reverting a %.1f h old commit: %s",

@@ -87,7 +87,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 def cmd_evidence_sync(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tasks.evidence import sync_bundles
+    from remediation.evidence.sync import sync_bundles
 
     results = sync_bundles(Path(args.root) if args.root else None)
     for result in results:
@@ -103,9 +103,9 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
 
     from remediation.errors import ClientError
     from remediation.evidence.bundle import MANIFEST, load_manifest, read_upload, verify_local, verify_s3
+    from remediation.evidence.sync import fetch_manifest
     from remediation.target.connect import evidence_store
     from remediation.target.inventory import load_target
-    from tasks.evidence import fetch_manifest
 
     problems: list[str] = []
     try:
@@ -170,9 +170,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     from remediation.audit import export as audit
     from remediation.errors import ClientError
+    from remediation.evidence.sync import fetch_manifest
     from remediation.target.connect import evidence_store
     from remediation.target.inventory import load_target
-    from tasks.evidence import fetch_manifest
 
     target = load_target(args.target)
     store = evidence_store(target)

@@ -1,8 +1,8 @@
-"""Platform database: schema, seed data, reset for tests, and the pool the services share.
+"""Platform database: schema, seed data, the reseed tests and drills start from, and the services' pool.
 
 `python -m sandbox.db init` applies `schema.sql` and the seed (idempotent: a second run
-changes nothing, and never repairs drift it finds). `python -m sandbox.db reset` and
-`reset(dsn)` restore the seeded state exactly, for tests and drills.
+changes nothing, and never repairs drift it finds). `reseed(dsn)` restores the seeded state
+exactly; `python -m sandbox.faults reset` switches every fault off and then reseeds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ __all__ = [
     "init",
     "make_pool",
     "player_id",
-    "reset",
+    "reseed",
     "seed_deposit",
     "synthetic_player_id",
 ]
@@ -162,15 +162,13 @@ def init(dsn: str) -> None:
     log.info("platform schema and seed applied")
 
 
-def reset(dsn: str) -> None:
-    """Seeded state again: levers off, ingress open, faults cleared, drift and test money gone.
+def reseed(dsn: str) -> None:
+    """Seeded state again: levers off, ingress open, drift and test money gone.
 
     The ledger is append-only, so drift cannot be "fixed" by rewriting rows; the whole
-    platform is emptied and reseeded in one transaction instead.
+    platform is emptied and reseeded in one transaction instead. A wedged writer's table lock
+    would block it: `sandbox.faults.reset` switches the faults off first, then calls this.
     """
-    from sandbox.faults import wedge_off  # imported here: faults imports this module
-
-    wedge_off(dsn)  # the hang holder's table lock would block TRUNCATE
     with connect(dsn, application_name="sandbox-db-reset") as conn, conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', '15s', true)")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_KEY,))
@@ -183,12 +181,12 @@ def reset(dsn: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.db", description=__doc__)
-    parser.add_argument("command", choices=("init", "reset"))
+    parser.add_argument("command", choices=("init",))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     dsn = SandboxSettings().dsn.get_secret_value()
     try:
-        init(dsn) if args.command == "init" else reset(dsn)
+        init(dsn)
     except (RuntimeError, psycopg.Error) as exc:
         print(f"sandbox.db {args.command} failed: {exc}", file=sys.stderr)
         return 1

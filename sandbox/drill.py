@@ -108,12 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from remediation.flowkit.resume import alert_capture_run, wait_for_final
     from remediation.target.connect import evidence_store
     from remediation.target.inventory import load_target
-    from sandbox import db, faults
+    from sandbox import faults
 
     started = time.monotonic()
     say("1. faults: a bad commit deployed, three buckets drifted")
     # From the seeded state: a lever left on by an earlier exploration would be "already in place", not ours.
-    db.reset(info.platform_dsn.get_secret_value())
+    faults.reset(info.platform_dsn.get_secret_value())
     bad = st.bad_deploy()
     health = httpx.get(f"{info.gateway_url}/health", timeout=5)
     print(f"deployed {bad[:12]}; GET /health → {health.status_code} {health.json().get('error', '')}")

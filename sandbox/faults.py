@@ -29,7 +29,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from sandbox.config import SandboxSettings
-from sandbox.db import connect
+from sandbox.db import connect, reseed
 from sandbox.stack.processes import is_running, read_pid, start_detached, stop
 
 __all__ = ["HOLDER_APP", "drift_on", "status", "wedge_off", "wedge_on"]
@@ -225,8 +225,15 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--amount", type=int, default=1000, help="cents, may be negative")
     drift.add_argument("--seed", type=int, default=None)
     sub.add_parser("status", help="show active faults")
+    sub.add_parser("reset", help="every fault off, and the platform back to its seeded state")
     sub.add_parser(_HOLD_COMMAND)  # internal: the detached lock holder
     return parser
+
+
+def reset(dsn: str) -> None:
+    """Every fault off, then the platform reseeded: what tests and drills start from."""
+    wedge_off(dsn)  # the hang holder's table lock would block the reseed's TRUNCATE
+    reseed(dsn)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.fault == _HOLD_COMMAND:
             _hold_lock(dsn)
+        elif args.fault == "reset":
+            reset(dsn)
+            print(json.dumps({"reset": "every fault off; platform reseeded"}))
         elif args.fault == "status":
             print(json.dumps(status(dsn), indent=2))
         elif args.fault == WEDGE and args.action == "on":
@@ -250,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 "bucket-drift cannot be switched off: the drift is real data in the bucket table.\n"
                 "Repair it with the reconcile runbook, or restore the seed with"
-                " `python -m sandbox.db reset`.",
+                " `python -m sandbox.faults reset`.",
                 file=sys.stderr,
             )
             return 2

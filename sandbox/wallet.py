@@ -20,6 +20,7 @@ from psycopg import errors as pgerr
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from sandbox.admin import run_service
 from sandbox.config import SandboxSettings
 from sandbox.db import make_pool
 
@@ -300,8 +301,6 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    from sandbox.admin import run_service
-
     settings = SandboxSettings()
     run_service(create_app(settings), settings, settings.wallet_port)
 

@@ -1,13 +1,14 @@
-"""Tasks on the platform's control surfaces: admin API levers (seed 000 step 3) and the gateway's ingress.
+"""The containment levers (seed 000 step 3), read and moved through the admin API.
 
-The deposit halt has the seed's SQL fallback for when the admin service is down:
-`UPDATE global_var SET value='1', updated_at=NOW() WHERE code='DEPOSIT_MAINTENANCE_STATUS'`.
+The admin API is the levers' surface; where the seed gives another path it is taken here too:
+the deposit halt's SQL fallback when the admin service is down (tasks/database/control.py:
+`UPDATE global_var SET value='1', updated_at=NOW() WHERE code='DEPOSIT_MAINTENANCE_STATUS'`),
+and the provider ingress block, which lives at the gateway (tasks/gateway.py).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
@@ -16,24 +17,12 @@ from remediation.domain.levers import AppliedChange, LeverChange, LeverState, cu
 from remediation.errors import ConflictError, RetryableError
 from remediation.target import connect
 from remediation.target.inventory import Target
+from tasks.database.control import DEPOSIT_MAINTENANCE_STATUS, read_admin_state, set_deposit_halt
+from tasks.gateway import read_provider_ingress, set_provider_ingress
 from tasks.policy import READ_ONLY, SIDE_EFFECT
 
-__all__ = ["DEPOSIT_MAINTENANCE_STATUS", "apply_lever_change", "get_lever_state", "read_lever_state"]
+__all__ = ["apply_lever_change", "get_lever_state", "read_lever_state"]
 
-DEPOSIT_MAINTENANCE_STATUS = "DEPOSIT_MAINTENANCE_STATUS"
-
-
-def _sql_state(target: Target) -> tuple[dict[str, Any] | None, str | None, dict[str, dict[str, Any]]]:
-    """The admin service's state read straight from the platform database (its backing store)."""
-    db = connect.database(target)
-    m = db.fetch_one("SELECT is_active, message FROM maintenance ORDER BY id LIMIT 1")
-    var = db.fetch_one("SELECT value FROM global_var WHERE code = %s", (DEPOSIT_MAINTENANCE_STATUS,))
-    rows = db.fetch_all(
-        "SELECT brand_id, value FROM brand_config WHERE key = 'payment_policy' AND brand_id = ANY(%s)",
-        (list(target.brands),),
-    )
-    maintenance = None if m is None else {"is_active": bool(m["is_active"]), "message": str(m["message"] or "")}
-    return maintenance, None if var is None else str(var["value"]), {r["brand_id"]: dict(r["value"]) for r in rows}
 
 
 def read_lever_state(target: Target) -> LeverState:
@@ -49,14 +38,13 @@ def read_lever_state(target: Target) -> LeverState:
     except RetryableError as exc:
         # The seed's fallback: the platform database holds the same state the admin API serves.
         try:
-            maintenance, deposit, payment = _sql_state(target)
+            maintenance, deposit, payment = read_admin_state(target)
             deposit_path = "sql-fallback"
         except RetryableError as db_exc:
             unreadable["maintenance"] = unreadable["payment_policy"] = f"admin API: {exc}; SQL: {db_exc}"
             unreadable["deposit_maintenance_status"] = unreadable["maintenance"]
     try:
-        with connect.gateway(target) as gw:
-            ingress = gw.get_provider_ingress().model_dump(mode="json", include={"blocked", "reason"})
+        ingress = read_provider_ingress(target)
     except RetryableError as exc:
         unreadable["provider_ingress"] = f"gateway: {exc}"
     return LeverState(
@@ -80,15 +68,6 @@ def _apply_via_admin(target: Target, change: LeverChange) -> None:
         elif change.lever == "brand-disable":
             brand = change.resource.removeprefix("brand-").removesuffix("-payment-policy")
             admin.patch_brand_config(brand, "payment_policy", change.after)
-
-
-def _apply_deposit_halt_via_sql(target: Target, value: str) -> None:
-    rows = connect.database(target).execute(
-        "UPDATE global_var SET value = %s, updated_at = NOW() WHERE code = %s",
-        (value, DEPOSIT_MAINTENANCE_STATUS),
-    )
-    if rows != 1:
-        raise ConflictError(f"SQL fallback updated {rows} rows of global_var, expected 1")
 
 
 @task(name="apply-lever-change", **SIDE_EFFECT)
@@ -120,8 +99,7 @@ def apply_lever_change(target: Target, change: LeverChange, plan_hash: str) -> A
         )
     outcome = "reverted" if change.undo else "applied"
     if change.lever == "provider-ingress-block":
-        with connect.gateway(target) as gw:
-            gw.set_provider_ingress(bool(change.after["blocked"]), change.extra.get("reason", ""))
+        set_provider_ingress(target, bool(change.after["blocked"]), change.extra.get("reason", ""))
         return done(outcome, "gateway")
     try:
         _apply_via_admin(target, change)
@@ -129,5 +107,5 @@ def apply_lever_change(target: Target, change: LeverChange, plan_hash: str) -> A
     except RetryableError as exc:
         if change.lever != "deposit-halt":
             raise
-        _apply_deposit_halt_via_sql(target, str(change.after["value"]))
+        set_deposit_halt(target, str(change.after["value"]))
         return done(outcome, "sql-fallback", f"admin API failed: {exc}")

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from remediation.clients.git_repo import CliGitRepo, Commit, check_rev
-from remediation.domain.rollback import RevertPlan, RevertState, age_hours, shown_commands
+from remediation.clients.git_repo import CliGitRepo, check_rev
+from remediation.domain.commits import Commit
+from remediation.domain.rollback import RevertPlan, RevertState, age_hours
 from remediation.errors import BadInputError, ConflictError, NotFoundError, PushRejectedError
 from remediation.target.inventory import Target
+from tasks.host import shown_rebuild_commands
 from tasks.policy import READ_ONLY, SIDE_EFFECT
 
 __all__ = ["MAX_PUSH_ATTEMPTS", "plan_revert", "push_revert"]
@@ -94,7 +96,7 @@ def plan_revert(target: Target, bad_commit: str | None, deployed_sha: str) -> Re
             max_age_hours=target.policy.rollback_max_age_hours, recent=recent, deployed_sha=deployed_sha,
             from_last_deploy=from_deploy, files=repo.changed_files(sha),
             diff_stat=_stat_only(repo.show_stat(sha)), state=state, revert_patch_id=patch_id,
-            existing_revert=existing, host=_host(target), commands=shown_commands(target),
+            existing_revert=existing, host=_host(target), commands=shown_rebuild_commands(target),
         )
     log.info("bad commit %s (%s, %.1f h old): %s", bad.sha[:12], bad.subject, plan.bad_age_hours, state)
     return plan

@@ -1,27 +1,33 @@
-"""Read-only tasks on the deploy host, over SSH."""
+"""Tasks on the hosts, over SSH: what is deployed, evidence from the host, and a rebuild (seed 000 step 4).
+
+Seed 000 step 4 on the host: `cd servers_v2` and rebuild (`docker compose -f docker-compose.yml
+--env-file .env.compose.local up -d --build` for a compose target, the inventory's `rebuild` commands
+in general). Commands are argument lists, quoted once by the client (`shlex.join`), never shell strings.
+"""
 
 from __future__ import annotations
 
 import shlex
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from datetime import datetime
+from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from remediation.clients.remote_host import ParamikoHost
+from remediation.clients.remote_host import ParamikoHost, RemoteHost, build_command
+from remediation.domain.rollback import REVERT_PLACEHOLDER, host_commands
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile
+from remediation.evidence.collectors import CollectorSpec, collect, service_log_argv
+from remediation.evidence.redact import for_target
 from remediation.target import connect
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import Target
-from tasks.evidence import CollectorSpec, collect
-from tasks.policy import READ_ONLY
+from tasks.policy import READ_ONLY, SIDE_EFFECT
 
 __all__ = [
-    "DeployRecord", "DeployedRevision", "capture_host_command", "capture_host_git", "close_evidence_hosts",
-    "get_deployed_revision",
+    "DeployRecord", "DeployedRevision", "capture_host_command", "capture_host_git", "deployed_head",
+    "get_deployed_revision", "rebuild_on_host", "release_failure_evidence", "shown_rebuild_commands",
 ]
 
 _SEP = "\x1f"
@@ -83,59 +89,7 @@ def get_deployed_revision(target: Target, limit: int = 10) -> DeployedRevision:
     )
 
 
-# --- evidence capture (capture-evidence): output streamed through redaction to the bundle ---------
-
-#: Keep little of each stream in memory: evidence goes to disk line by line, not via CommandResult.
-_EVIDENCE_OUTPUT_CAP = 64 * 1024
-
-
-#: Channels one shared connection carries at once (OpenSSH's MaxSessions defaults to 10).
-_CHANNELS_PER_HOST = 8
-
-
-class _SharedHost:
-    def __init__(self, host: ParamikoHost) -> None:
-        self.host = host
-        self.connecting = threading.Lock()
-        self.channels = threading.BoundedSemaphore(_CHANNELS_PER_HOST)
-
-
-_shared: dict[tuple[str, int, str, str, str], _SharedHost] = {}
-_shared_lock = threading.Lock()
-
-
-@contextmanager
-def _evidence_host(target: Target, name: str) -> Iterator[ParamikoHost]:
-    """The host's one SSH connection for this process's collectors, opened by the first to need it.
-
-    A capture runs its host collectors concurrently; each used to pay its own handshake (key
-    exchange and auth are CPU-heavy in paramiko). They now share one connection, one channel
-    each. A connection found dead is reopened; `close_evidence_hosts()` ends them all.
-    """
-    cfg = target.hosts[name]
-    key_path = cfg.key.resolve().get_secret_value()
-    ident = (cfg.address, cfg.port, cfg.user, key_path, str(cfg.known_hosts))
-    with _shared_lock:
-        shared = _shared.get(ident)
-        if shared is None:
-            shared = _shared[ident] = _SharedHost(ParamikoHost(
-                cfg.address, cfg.port, cfg.user, key_path=key_path, known_hosts_path=str(cfg.known_hosts),
-                connect_timeout=cfg.connect_timeout_s, command_timeout=cfg.command_timeout_s,
-                output_cap_bytes=_EVIDENCE_OUTPUT_CAP,
-            ))
-    with shared.channels:
-        with shared.connecting:
-            shared.host.connect()  # no-op while the connection is up
-        yield shared.host
-
-
-def close_evidence_hosts() -> None:
-    """Close every shared evidence connection (end of a capture run)."""
-    with _shared_lock:
-        hosts = list(_shared.values())
-        _shared.clear()
-    for shared in hosts:
-        shared.host.close()
+# --- evidence: output streamed through redaction to the bundle, over one shared connection per host ---
 
 
 def _stream(host: ParamikoHost, argv: list[str], out: EvidenceFile, timeout: float) -> int:
@@ -168,7 +122,7 @@ def capture_host_git(target: Target, profile: EvidenceProfile, spec: CollectorSp
 
     def body(out: EvidenceFile) -> int:
         status = 0
-        with _evidence_host(target, spec.host) as host:  # type: ignore[arg-type]
+        with connect.shared_remote_host(target, spec.host) as host:  # type: ignore[arg-type]
             for argv in commands:
                 out.write(f"$ {shlex.join(argv)}\n")
                 code = _stream(host, argv, out, spec.timeout_s)
@@ -187,7 +141,79 @@ def capture_host_command(
     assert spec.host is not None and spec.argv
 
     def body(out: EvidenceFile) -> int:
-        with _evidence_host(target, spec.host) as host:  # type: ignore[arg-type]
+        with connect.shared_remote_host(target, spec.host) as host:  # type: ignore[arg-type]
             return _stream(host, spec.argv, out, spec.timeout_s)
 
     return collect(spec, out_dir, target, profile, body)
+
+
+# --- deploying a revision: fast-forward and rebuild ---------------------------------------------
+
+#: Lines of each rebuild command's output kept in the task's result (all of it goes to the run's logs).
+_KEEP_LINES = 40
+
+
+def deployed_head(host: RemoteHost, checkout: str) -> str:
+    return host.run(["git", "-C", checkout, "rev-parse", "HEAD"]).check().stdout.strip()
+
+
+def _has(host: RemoteHost, checkout: str, sha: str) -> bool:
+    # 0: HEAD contains sha; 1: it does not; 128: the host has not fetched it yet.
+    return host.run(["git", "-C", checkout, "merge-base", "--is-ancestor", sha, "HEAD"]).exit_code == 0
+
+
+@task(name="rebuild-on-host", **SIDE_EFFECT)
+def rebuild_on_host(target: Target, revert_sha: str) -> dict[str, Any]:
+    """Fast-forward the host's checkout to exactly `revert_sha`, then run the rebuild, output streamed live.
+
+    The checkout is read before it is moved: a retry after a dropped connection finds the revert
+    already checked out and does not pull again. The rebuild itself is run again on a retry (it is
+    a restart from the checkout; running it twice is the safe side of not knowing whether it finished).
+    """
+    log = get_run_logger()
+    redact = for_target(target)
+    cfg = target.deploy_host
+    fetch, merge, *rebuild = host_commands(cfg.checkout_dir, cfg.rebuild, revert_sha)
+    outputs: list[dict[str, Any]] = []
+    started = time.monotonic()
+    with connect.remote_host(target) as host:
+        if _has(host, cfg.checkout_dir, revert_sha):
+            log.info("the host's checkout already contains %s: not pulling again", revert_sha[:12])
+        else:
+            host.run(fetch).check()
+            host.run(merge).check()
+        head = deployed_head(host, cfg.checkout_dir)
+        log.info("host checkout at %s; rebuilding (%d command(s))", head[:12], len(rebuild))
+        for argv in rebuild:
+            tail: list[str] = []
+
+            def line(text: str, keep: list[str] = tail) -> None:
+                clean = redact.text(text)
+                log.info("[rebuild] %s", clean)
+                keep.append(clean)
+                del keep[:-_KEEP_LINES]
+
+            result = host.run(argv, cwd=cfg.checkout_dir, on_output=line)
+            outputs.append({"command": redact.text(result.command), "exit_code": result.exit_code,
+                            "duration_s": result.duration_s, "tail": tail})
+            result.check()
+    return {"host_head": head, "commands": outputs, "duration_s": round(time.monotonic() - started, 2)}
+
+
+@task(name="release-failure-evidence", **READ_ONLY)
+def release_failure_evidence(target: Target, service: str = "gateway", lines: int = 80) -> dict[str, Any]:
+    """Why a release is unhealthy, for the failed run's record: the host's revision and the service's log tail."""
+    redact = for_target(target)
+    cfg = target.deploy_host
+    with connect.remote_host(target) as host:
+        head = deployed_head(host, cfg.checkout_dir)
+        logs = host.run(service_log_argv(target, target.git.deploy_host, service, lines))
+    return {"host_head": head, "service": service, "log_exit_code": logs.exit_code,
+            "log_tail": redact.text((logs.stdout + logs.stderr)[-20_000:])}
+
+
+def shown_rebuild_commands(target: Target, revert_sha: str = REVERT_PLACEHOLDER) -> list[str]:
+    """The exact command lines the rebuild sends, quoted as they are sent (rebuild commands run in the checkout)."""
+    cfg = target.deploy_host
+    cmds = host_commands(cfg.checkout_dir, cfg.rebuild, revert_sha)
+    return [build_command(argv, None if i < 2 else cfg.checkout_dir) for i, argv in enumerate(cmds)]

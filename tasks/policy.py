@@ -1,4 +1,4 @@
-"""Task policies every runbook shares: retry only what is worth retrying, with backoff and jitter."""
+"""Retry and caching policies every task shares: retry only what is worth retrying, with backoff and jitter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prefect.tasks import exponential_backoff
 
 from remediation.errors import RetryableError
 
-__all__ = ["READ_ONLY", "SIDE_EFFECT", "retry_if_retryable", "retry_if_retryable_async"]
+__all__ = ["IDEMPOTENT_WRITE", "READ_ONLY", "SIDE_EFFECT", "retry_if_retryable"]
 
 
 def _failed_retryably(state: Any) -> bool:
@@ -27,17 +27,6 @@ def retry_if_retryable(task: Any, task_run: Any, state: Any) -> bool:
     return _failed_retryably(state)
 
 
-async def retry_if_retryable_async(task: Any, task_run: Any, state: Any) -> bool:
-    # On async tasks Prefect awaits the condition; a sync one that reads state.result()
-    # gets a coroutine back and silently never retries.
-    try:
-        await state.result()
-    except RetryableError:
-        return True
-    except Exception:
-        return False
-    return False
-
 
 #: Read-only collectors: several quick tries. Never cached (a re-run must read fresh state) and
 #: never persisted (what they read goes through redaction into evidence, not into result storage).
@@ -46,6 +35,17 @@ READ_ONLY: dict[str, Any] = {
     "persist_result": False,
     "retries": 3,
     "retry_delay_seconds": exponential_backoff(backoff_factor=0.5),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_if_retryable,
+}
+
+#: Writes that are idempotent by themselves (identical objects skipped, new keys under new prefixes):
+#: retried, never cached — a re-run must look at the store again — and not persisted.
+IDEMPOTENT_WRITE: dict[str, Any] = {
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_if_retryable,
 }

@@ -42,11 +42,11 @@ def stack() -> Iterator[StackInfo]:
 @pytest.fixture
 def reset_platform(stack: StackInfo) -> Iterator[StackInfo]:
     """Seeded platform state before and after the test: levers off, faults cleared, no drift."""
-    from sandbox import db
+    from sandbox import faults
 
-    db.reset(stack.platform_dsn.get_secret_value())
+    faults.reset(stack.platform_dsn.get_secret_value())
     yield stack
-    db.reset(stack.platform_dsn.get_secret_value())
+    faults.reset(stack.platform_dsn.get_secret_value())
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from remediation.clients.evidence_store import EvidenceStore
 from remediation.errors import ClientError, NotFoundError
 from remediation.evidence.bundle import MANIFEST, evidence_root, s3_prefix, verify_s3
 from remediation.evidence.redact import for_target
+from remediation.evidence.sync import fetch_manifest
 from remediation.target.inventory import Target
 
 __all__ = ["EXPORT", "HEAD", "REPORT", "build", "evidence_locations", "store", "verify", "verify_evidence"]
@@ -44,8 +45,6 @@ def evidence_locations(records: list[dict[str, Any]], bucket: str) -> list[str]:
 
 
 def verify_evidence(target: Target, evidence: EvidenceStore, prefixes: list[str]) -> list[dict[str, Any]]:
-    from tasks.evidence import fetch_manifest
-
     checks = []
     for prefix in prefixes:
         try:

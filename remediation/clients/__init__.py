@@ -15,7 +15,7 @@ from remediation.clients.evidence_store import (
     make_s3_client,
 )
 from remediation.clients.gateway import Gateway, HttpxGateway, ProviderIngress, WalletReply
-from remediation.clients.git_repo import CliGitRepo, Commit, GitRepo
+from remediation.clients.git_repo import CliGitRepo, GitRepo
 from remediation.clients.remote_host import CommandResult, ParamikoHost, RemoteHost
 
 __all__ = [
@@ -25,7 +25,6 @@ __all__ = [
     "BrandConfig",
     "CliGitRepo",
     "CommandResult",
-    "Commit",
     "Database",
     "EvidenceStore",
     "Gateway",

@@ -102,6 +102,7 @@ class EvidenceStore(Protocol):
     def head(self, key: str) -> StoredObject: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> builtins.list[ObjectSummary]: ...
+    def read_bytes(self, key: str, max_bytes: int) -> bytes: ...
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -309,6 +310,22 @@ class S3EvidenceStore:
         except (BotoCoreError, BotoClientError) as exc:
             raise map_boto_error(exc, f"list s3://{self.bucket}/{prefix}") from None
         return found
+
+    def read_bytes(self, key: str, max_bytes: int) -> bytes:
+        """The whole of one small object (a manifest, an export, a chain head); refuses a larger one."""
+        _check_key(key)
+        where = f"get s3://{self.bucket}/{key}"
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                data = body.read(max_bytes + 1)
+            finally:
+                body.close()
+        except (BotoCoreError, BotoClientError) as exc:
+            raise map_boto_error(exc, where) from None
+        if len(data) > max_bytes:
+            raise PermanentError(f"s3://{self.bucket}/{key} is larger than {max_bytes} bytes")
+        return bytes(data)
 
     def _head_or_none(self, key: str) -> StoredObject | None:
         try:

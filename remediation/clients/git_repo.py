@@ -15,8 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
-
+from remediation.domain.commits import Commit
 from remediation.errors import (
     AuthError,
     BadInputError,
@@ -28,7 +27,7 @@ from remediation.errors import (
     RetryableError,
 )
 
-__all__ = ["CliGitRepo", "Commit", "GitRepo", "check_rev"]
+__all__ = ["CliGitRepo", "GitRepo", "check_rev"]
 
 _SEP, _END = "\x1f", "\x1e"
 _FORMAT = f"%H{_SEP}%s{_SEP}%an{_SEP}%ae{_SEP}%cI{_END}"
@@ -54,15 +53,6 @@ _NOT_FOUND = re.compile(
     re.IGNORECASE,
 )
 
-
-class Commit(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    sha: str
-    subject: str
-    author: str
-    author_email: str = ""
-    committed_at: datetime
 
 
 def check_rev(rev: str, what: str = "revision") -> str:

@@ -7,17 +7,18 @@ target, `tasks/reconcile_ledger.py`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from remediation.flowkit.approval import plan_hash
-from remediation.target.inventory import SourceOfTruth
+from remediation.domain.plan import plan_hash
 
 __all__ = [
+    "APPLIED_CSV_HEADER",
     "MAX_SCOPE_PLAYERS",
+    "MISMATCH_CSV_HEADER",
     "ApplyResult",
     "Correction",
     "Counters",
@@ -25,8 +26,11 @@ __all__ = [
     "ReconcilePlan",
     "Scope",
     "Skipped",
+    "SourceOfTruth",
     "Unresolved",
     "adjustment_ref",
+    "applied_rows",
+    "mismatch_rows",
     "plan_corrections",
 ]
 
@@ -37,6 +41,8 @@ PlayerId = Annotated[
     Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$",
           description="a player id: letters, digits and _ . : @ - (max 128)", examples=["alpha-0001"]),
 ]
+#: Which side of the books a target trusts: the other side is the one corrected.
+SourceOfTruth = Literal["ledger", "bucket"]
 MismatchKind = Literal["mismatch", "missing-bucket", "orphan-bucket"]
 Side = Literal["bucket", "ledger"]
 Action = Literal["set-balance", "create-bucket", "ledger-adjustment"]
@@ -272,3 +278,33 @@ class ApplyResult(BaseModel):
     def summary(self) -> str:
         return (f"{len(self.applied)} applied, {len(self.already_applied)} already applied by this plan, "
                 f"{len(self.skipped)} skipped (moved since the plan)")
+
+
+# --- what the evidence CSVs hold: rows, not files (the flow writes them into its bundle) -----------
+MISMATCH_CSV_HEADER = ("player_id", "kind", "bucket_balance", "ledger_sum", "drift", "correction")
+APPLIED_CSV_HEADER = ("player_id", "outcome", "before", "after", "balance_now", "ledger_sum_now", "reason", "corrects")
+
+
+def mismatch_rows(
+    corrections: Iterable[Correction], needs_human: Iterable[Unresolved] = (),
+) -> Iterator[tuple[Any, ...]]:
+    for c in corrections:
+        yield (c.player_id, c.kind, "" if c.bucket_balance is None else c.bucket_balance, c.ledger_sum, c.drift,
+               c.describe())
+    for u in needs_human:
+        yield (u.player_id, u.kind, "" if u.bucket_balance is None else u.bucket_balance, u.ledger_sum,
+               (u.bucket_balance or 0) - u.ledger_sum, f"none, left for a person: {u.why}")
+
+
+def applied_rows(plan: ReconcilePlan, done: ApplyResult) -> Iterator[tuple[Any, ...]]:
+    """Every approved correction's outcome; before/after are on the corrected side (`corrects` says which)."""
+    for c in done.applied:
+        yield (c.player_id, "applied", "" if c.before is None else c.before, c.after, "", "", "", c.corrects)
+    for p in done.already_applied:
+        yield (p, "already-applied", "", "", "", "", "", plan.corrected_side)
+    for s in done.skipped:
+        yield (s.player_id, "skipped", "" if s.planned_before is None else s.planned_before, s.planned_after,
+               "" if s.balance_now is None else s.balance_now, s.ledger_sum_now, s.reason, s.corrects)
+    for u in plan.needs_human:
+        yield (u.player_id, "left-for-a-person", "", "", "" if u.bucket_balance is None else u.bucket_balance,
+               u.ledger_sum, u.why, "")

@@ -1,6 +1,6 @@
 """Rollback planning (seed 000 step 4): what would be reverted, whether policy allows it, what the host runs.
 
-Pure data and rules; the git and host work lives in tasks/git.py and tasks/deploy.py.
+Pure data and rules; the git and host work lives in tasks/git.py and tasks/host.py.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from remediation.clients.git_repo import Commit
-from remediation.clients.remote_host import build_command
-from remediation.target.inventory import Target
+from remediation.domain.commits import Commit
 
 __all__ = [
     "REVERT_PLACEHOLDER",
@@ -22,7 +20,6 @@ __all__ = [
     "age_hours",
     "host_commands",
     "revert_message",
-    "shown_commands",
     "summary_markdown",
 ]
 
@@ -38,21 +35,14 @@ REVERT_PLACEHOLDER = "<revert-sha>"
 RevertState = Literal["to-revert", "reverted-not-deployed", "reverted-and-deployed"]
 
 
-def host_commands(target: Target, revert_sha: str = REVERT_PLACEHOLDER) -> list[list[str]]:
-    """What runs on the deploy host, in order: fetch, fast-forward to exactly the revert, rebuild."""
-    checkout = target.deploy_host.checkout_dir
+def host_commands(checkout: str, rebuild: list[list[str]], revert_sha: str = REVERT_PLACEHOLDER) -> list[list[str]]:
+    """What runs on the deploy host, in order: fetch, fast-forward to exactly the revert, then the
+    inventory's rebuild commands (those run in the checkout)."""
     return [
         ["git", "-C", checkout, "fetch", "--prune", "origin"],
         ["git", "-C", checkout, "merge", "--ff-only", revert_sha],
-        *target.deploy_host.rebuild,
+        *rebuild,
     ]
-
-
-def shown_commands(target: Target, revert_sha: str = REVERT_PLACEHOLDER) -> list[str]:
-    """The exact command lines, quoted as they are sent (rebuild commands run in the checkout)."""
-    checkout = target.deploy_host.checkout_dir
-    cmds = host_commands(target, revert_sha)
-    return [build_command(argv, None if i < 2 else checkout) for i, argv in enumerate(cmds)]
 
 
 class RevertPlan(BaseModel):

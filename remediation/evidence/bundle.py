@@ -11,12 +11,14 @@ bundle is pending and `sync` uploads it (once: the marker is checked under a loc
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,6 +147,19 @@ class EvidenceFile:
 
     def write_json(self, value: Any) -> None:
         self.write(json.dumps(value, indent=2, default=str, sort_keys=True) + "\n")
+
+    def write_csv(self, header: Sequence[str], rows: Iterable[Sequence[Any]], batch: int = 5_000) -> None:
+        """A CSV of any length, written in batches: a million-row mismatch list never sits in memory."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        for i, row in enumerate(rows, 1):
+            writer.writerow(row)
+            if i % batch == 0:
+                self.write(buf.getvalue())
+                buf.seek(0)
+                buf.truncate()
+        self.write(buf.getvalue())
 
     def _emit(self, text: str) -> None:
         if text:

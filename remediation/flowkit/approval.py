@@ -13,8 +13,6 @@ is recorded and the flow pauses again until the step's deadline. A timeout is a 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 from collections.abc import Callable
@@ -34,7 +32,9 @@ from prefect.states import Paused, Running, State
 from prefect.utilities.engine import propose_state_sync
 from pydantic import BaseModel, Field
 
-__all__ = ["Approval", "ApprovalForm", "confirm_pattern", "plan_hash", "request_approval"]
+from remediation.domain.plan import plan_hash
+
+__all__ = ["Approval", "ApprovalForm", "confirm_pattern", "request_approval"]
 
 _TARGET_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 #: How often a paused run checks whether it was resumed (Prefect's default is 10 s).
@@ -73,13 +73,6 @@ def pause_for_input(form: type[RunInput], *, timeout_s: float, key: str) -> RunI
             raise RuntimeError(f"could not leave the pause after the approval deadline: {back}")
     raise FlowPauseTimeout(f"no decision within {timeout_s:.0f} s")
 
-
-def plan_hash(plan: Any) -> str:
-    """SHA-256 of the plan's canonical JSON: the same plan always hashes the same."""
-    if isinstance(plan, BaseModel):
-        plan = plan.model_dump(mode="json")
-    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class ApprovalForm(RunInput):

@@ -8,18 +8,21 @@ with the system as that step found it; a failed step ends it unless the step is 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.states import State
 
-from remediation.domain.status import PeriodicUpdates, initial_text, resolved_text, sender_for, update_text
+from remediation.clients.status_webhook import StatusSender
+from remediation.domain.status import initial_text, resolved_text, update_text
+from remediation.target.connect import status_channel
 from remediation.target.inventory import Target
 
-__all__ = ["Loop", "Step"]
+__all__ = ["Loop", "PeriodicUpdates", "Step"]
 
 _STATUS_AFTER = {"contain": "Identified", "rollback": "Monitoring", "reconcile": "Monitoring", "recover": "Monitoring"}
 _RISKY_ORDER = ("contain", "rollback", "reconcile", "recover")
@@ -33,6 +36,32 @@ class Step:
     must_pass: bool = True
     #: Skip without asking, for this reason (e.g. no lever chosen).
     skip_reason: str | None = None
+
+
+@dataclass
+class PeriodicUpdates:
+    """Sends `make_text()` every `interval_s` until stopped; the first one after one interval."""
+
+    interval_s: float
+    make_text: Callable[[], str]
+    sender: StatusSender
+    sent: list[datetime] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="status-updates", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if self.sender.send(self.make_text()):
+                self.sent.append(datetime.now(UTC))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def _data(state: State) -> dict[str, Any]:
@@ -55,7 +84,7 @@ class Loop:
         self.stopped_safely = False
         self.status = "Investigating"
         self.started = datetime.now(UTC)
-        self._sender = sender_for(target)
+        self._sender = status_channel(target)
         self._periodic: PeriodicUpdates | None = None
         self.updates_sent = 0
         service = target.notifications.service if target.notifications else target.description or target.name

@@ -1,7 +1,11 @@
-"""Build each client from a target's inventory, resolving secrets at the last moment."""
+"""Build each client from a target's inventory, resolving secrets at the last moment.
+
+The one place clients are built: tasks and flows ask here, never construct their own.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,10 +18,16 @@ from remediation.clients.database import PsycopgDatabase
 from remediation.clients.evidence_store import S3EvidenceStore, make_s3_client
 from remediation.clients.gateway import HttpxGateway
 from remediation.clients.git_repo import CliGitRepo
+from remediation.clients.redis import RespRedis
 from remediation.clients.remote_host import ParamikoHost
+from remediation.clients.status_webhook import NoChannel, StatusSender, StatusWebhook
+from remediation.target.evidence_profile import RedisCollector
 from remediation.target.inventory import Target
 
-__all__ = ["admin_api", "database", "evidence_store", "gateway", "git_repo", "remote_host"]
+__all__ = [
+    "admin_api", "close_shared_hosts", "database", "evidence_store", "gateway", "git_repo", "redis", "remote_host",
+    "shared_remote_host", "status_channel",
+]
 
 
 def _http(base_url: str, timeout_s: float) -> httpx.Client:
@@ -72,3 +82,67 @@ def remote_host(target: Target, name: str | None = None) -> ParamikoHost:
 
 def git_repo(workdir: str | Path) -> CliGitRepo:
     return CliGitRepo(Path(workdir))
+
+
+def redis(cfg: RedisCollector) -> RespRedis:
+    return RespRedis(cfg.address, cfg.port, cfg.timeout_s)
+
+
+def status_channel(target: Target) -> StatusSender:
+    cfg = target.notifications
+    if cfg is None:
+        return NoChannel()
+    return StatusWebhook(cfg.status_webhook.resolve(), httpx.Client(timeout=cfg.timeout_s))
+
+
+# --- one SSH connection per host, shared by a capture's concurrent collectors ----------------------
+
+#: Keep little of each stream in memory: evidence goes to disk line by line, not via CommandResult.
+_SHARED_OUTPUT_CAP = 64 * 1024
+#: Channels one shared connection carries at once (OpenSSH's MaxSessions defaults to 10).
+_CHANNELS_PER_HOST = 8
+
+
+class _SharedHost:
+    def __init__(self, host: ParamikoHost) -> None:
+        self.host = host
+        self.connecting = threading.Lock()
+        self.channels = threading.BoundedSemaphore(_CHANNELS_PER_HOST)
+
+
+_shared: dict[tuple[str, int, str, str, str], _SharedHost] = {}
+_shared_lock = threading.Lock()
+
+
+@contextmanager
+def shared_remote_host(target: Target, name: str) -> Iterator[ParamikoHost]:
+    """The host's one SSH connection for this process's collectors, opened by the first to need it.
+
+    A capture runs its host collectors concurrently; each would pay its own handshake (key
+    exchange and auth are CPU-heavy in paramiko). They share one connection, one channel
+    each. A connection found dead is reopened; `close_shared_hosts()` ends them all.
+    """
+    cfg = target.hosts[name]
+    key_path = cfg.key.resolve().get_secret_value()
+    ident = (cfg.address, cfg.port, cfg.user, key_path, str(cfg.known_hosts))
+    with _shared_lock:
+        shared = _shared.get(ident)
+        if shared is None:
+            shared = _shared[ident] = _SharedHost(ParamikoHost(
+                cfg.address, cfg.port, cfg.user, key_path=key_path, known_hosts_path=str(cfg.known_hosts),
+                connect_timeout=cfg.connect_timeout_s, command_timeout=cfg.command_timeout_s,
+                output_cap_bytes=_SHARED_OUTPUT_CAP,
+            ))
+    with shared.channels:
+        with shared.connecting:
+            shared.host.connect()  # no-op while the connection is up
+        yield shared.host
+
+
+def close_shared_hosts() -> None:
+    """Close every shared SSH connection (end of a capture run)."""
+    with _shared_lock:
+        hosts = list(_shared.values())
+        _shared.clear()
+    for shared in hosts:
+        shared.host.close()

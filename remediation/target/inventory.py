@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
+from remediation.domain.reconcile import SourceOfTruth
 from remediation.errors import InventoryError
 from remediation.target.evidence_profile import PROFILE_NAME, EvidenceProfile
 from remediation.target.secrets import SecretRef
@@ -27,7 +28,6 @@ __all__ = [
     "GitConfig",
     "HostConfig",
     "Policy",
-    "SourceOfTruth",
     "Target",
     "list_targets",
     "load_target",
@@ -130,7 +130,6 @@ class PrometheusConfig(_Strict):
 
 #: "ledger": the append-only ledger is right and buckets are set to it; "bucket": the buckets are right
 #: and the ledger gets `adjustment` rows up to them.
-SourceOfTruth = Literal["ledger", "bucket"]
 
 
 class Policy(_Strict):

@@ -13,10 +13,19 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from sandbox.config import ROLES, SandboxSettings
+from sandbox.release_faults import bad_deploy_patch
 from sandbox.stack.host import DeployHost
 from sandbox.stack.info import StackInfo
 from sandbox.stack.postgres import PostgresCluster
-from sandbox.stack.prefect_server import AlertReceiver, PrefectServer, PrefectWorker, WarmRunnerProcess
+from sandbox.stack.prefect_server import (
+    FAST_POOL,
+    WORK_POOL,
+    AlertReceiver,
+    PrefectServer,
+    PrefectWorker,
+    WarmRunnerProcess,
+    prefect_client_env,
+)
 from sandbox.stack.processes import is_running, port_open, stop
 from sandbox.stack.s3 import MotoS3
 from sandbox.stack.services import SERVICES, ServiceRunner
@@ -134,8 +143,6 @@ class Stack:
         return info
 
     def ensure_work_pool(self) -> None:
-        from sandbox.stack.prefect_server import FAST_POOL, WORK_POOL, prefect_client_env
-
         env = {**_os_environ(), **prefect_client_env(self.home, self.prefect.api_url)}
         prefect = str(Path(sys.executable).with_name("prefect"))
         for pool in (WORK_POOL, FAST_POOL):
@@ -223,8 +230,6 @@ class Stack:
 
     def bad_deploy(self) -> str:
         """Push a bad commit and deploy it the way the host's pipeline does: pull, rebuild."""
-        from sandbox.release_faults import bad_deploy_patch
-
         sha = self.host.push_commit(
             bad_deploy_patch(), "gateway: read upstream settings from the release config"
         )

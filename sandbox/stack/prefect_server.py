@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 WORK_POOL = "remediation"
-#: Served only by the warm runner (`remediation.warm_runner`): capture-evidence, started by alerts.
+#: Served only by the warm runner (`remediation.runner`): capture-evidence, started by alerts.
 FAST_POOL = "remediation-fast"
 #: Modules every warm child imports before its run (the capture collectors' client libraries).
 #: The last ones are what Prefect's engine imports lazily during a first run (found by diffing
@@ -132,7 +132,7 @@ class PrefectWorker(_ProjectProcess):
 
 
 class WarmRunnerProcess(_ProjectProcess):
-    """`python -m remediation.warm_runner serve` on the fast pool: warm interpreters, runs found via events."""
+    """`python -m remediation.runner serve` on the fast pool: warm interpreters, runs found via events."""
 
     def __init__(self, home: Path, api_url: str, project_dir: Path, *, warm: int = 2, pool: str = FAST_POOL,
                  name: str = "warm-runner") -> None:
@@ -143,7 +143,7 @@ class WarmRunnerProcess(_ProjectProcess):
 
     def start(self, extra_env: Mapping[str, str]) -> None:
         self._launch(
-            [sys.executable, "-m", "remediation.warm_runner", "serve", "--pool", self.pool, "--warm", str(self.warm),
+            [sys.executable, "-m", "remediation.runner", "serve", "--pool", self.pool, "--warm", str(self.warm),
              "--limit", "8", "--poll-s", "10", "--name", "rp-local-warm-runner", "--status-file", str(self.status_file),
              "--preload", *WARM_PRELOAD, "--warm-call", *WARM_CALLS],
             extra_env,

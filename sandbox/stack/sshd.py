@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sandbox.stack.processes import is_running, port_open, read_pid, wait_until
+from sandbox.stack.processes import is_running, port_open, read_pid, stop, wait_until
 
 __all__ = ["SshServer"]
 
@@ -91,8 +91,6 @@ class SshServer:
         wait_until(self.running, timeout_s=15, what="sshd", log_file=self.log_file)
 
     def stop(self) -> bool:
-        from sandbox.stack.processes import stop
-
         pid = read_pid(self.pid_file)
         if pid is None:
             return False

@@ -1,62 +1,37 @@
-"""Ledger vs bucket reconciliation on the platform database: compare (set-based), apply (guarded), record.
+"""Ledger vs bucket on the platform database: the set-based comparison reconcile plans from.
 
 * `compare` is ONE statement: the ledger summed per player, joined to the buckets, reduced to
   the counters and the list of mismatches in the same pass. No per-player loop, one snapshot,
   so a wallet write in flight is either wholly in it or wholly out of it (no false mismatch).
-* `apply_plan` (`tasks/reconcile_apply.py`) writes exactly the approved corrections in ONE
-  guarded transaction; it is re-exported here with the names the flow and tests have always used.
+* `tasks/database/ledger_apply.py` writes exactly the approved corrections in ONE guarded transaction.
 * Which side is corrected is the target's policy (`reconcile_source_of_truth`): the comparison
   is the same, the plan (`remediation.domain.reconcile.plan_corrections`) and the write differ.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import time
-from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, LiteralString
 
 from prefect import task
 
 from remediation.clients.database import Database, Transaction
-from remediation.domain.reconcile import Correction, Counters, ReconcilePlan, Scope, Unresolved, plan_corrections
-from remediation.evidence.bundle import (
-    CollectorRecord,
-    EvidenceFile,
-    Manifest,
-    bundle_dir,
-    evidence_root,
-    now,
-    s3_prefix,
-    write_manifest,
+from remediation.domain.reconcile import (
+    Correction,
+    Counters,
+    ReconcilePlan,
+    Scope,
+    SourceOfTruth,
+    Unresolved,
+    plan_corrections,
 )
-from remediation.evidence.redact import for_target
 from remediation.target import connect
-from remediation.target.inventory import SourceOfTruth, Target
-from tasks.database.ledger_apply import (
-    APPLICATION,
-    AUDIT_TABLE,
-    append_ledger_adjustments,
-    apply_corrections,
-    apply_plan,
-)
+from remediation.target.inventory import Target
+from tasks.database.ledger_apply import APPLICATION
 from tasks.policy import READ_ONLY
 
-__all__ = [
-    "APPLICATION",
-    "AUDIT_TABLE",
-    "append_ledger_adjustments",
-    "apply_corrections",
-    "apply_plan",
-    "check_ledger_vs_bucket",
-    "compare",
-    "plan_from",
-    "reconcile_dry_run",
-    "write_reconcile_evidence",
-]
+__all__ = ["check_ledger_vs_bucket", "compare", "plan_from", "reconcile_dry_run"]
 
 # --- the comparison ---------------------------------------------------------------------------
 _KIND: LiteralString = """
@@ -183,66 +158,3 @@ def reconcile_dry_run(target: Target, scope: Scope | None = None) -> dict[str, A
     return {"ok": counters.clean, "scope": scope.describe(), "source_of_truth": truth, **counters.model_dump(),
             "query_s": round(took, 4), "mismatches": [c.model_dump() for c in corrections[:50]],
             "left_for_a_person": [u.model_dump() for u in unresolved[:50]]}
-
-
-# --- evidence -----------------------------------------------------------------------------------
-CSV_HEADER = ("player_id", "kind", "bucket_balance", "ledger_sum", "drift", "correction")
-
-
-def mismatch_rows(
-    corrections: Iterable[Correction], needs_human: Iterable[Unresolved] = (),
-) -> Iterator[tuple[Any, ...]]:
-    for c in corrections:
-        yield (c.player_id, c.kind, "" if c.bucket_balance is None else c.bucket_balance, c.ledger_sum, c.drift,
-               c.describe())
-    for u in needs_human:
-        yield (u.player_id, u.kind, "" if u.bucket_balance is None else u.bucket_balance, u.ledger_sum,
-               (u.bucket_balance or 0) - u.ledger_sum, f"none, left for a person: {u.why}")
-
-
-def write_csv(out: EvidenceFile, header: tuple[str, ...], rows: Iterable[tuple[Any, ...]], batch: int = 5_000) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for i, row in enumerate(rows, 1):
-        writer.writerow(row)
-        if i % batch == 0:
-            out.write(buf.getvalue())
-            buf.seek(0)
-            buf.truncate()
-    out.write(buf.getvalue())
-
-
-FileBody = Callable[[EvidenceFile], None]
-
-
-def write_reconcile_evidence(
-    target: Target, incident_id: str, key: str, initiated_by: str, flow_run_id: str | None,
-    files: dict[str, tuple[str, FileBody]], root: Path | None = None,
-) -> str:
-    """An evidence bundle `evidence/<incident>/<key>/` of the given files, redacted, hashed, with a manifest.
-
-    Upload it with `tasks.evidence.upload_evidence_bundle` (the same chain of custody as capture-evidence).
-    """
-    redactor = for_target(target)
-    created = now()
-    directory = bundle_dir(root or evidence_root(), incident_id, key)
-    directory.mkdir(parents=True, exist_ok=True)
-    records = []
-    for name, (what, body) in files.items():
-        started = now()
-        out = EvidenceFile(directory / name, redactor)
-        try:
-            body(out)
-        finally:
-            size, sha, by_rule = out.close()
-        records.append(CollectorRecord(
-            collector=name.rsplit(".", 1)[0], kind="reconcile", file=name, what=what, status="ok",
-            started_at=started, ended_at=now(), bytes=size, sha256=sha, redactions=sum(by_rule.values()),
-            redactions_by_rule=by_rule))
-    write_manifest(directory, Manifest(
-        incident_id=incident_id, target=target.name, environment=target.environment, profile="reconcile",
-        run_id=key, flow_run_id=flow_run_id, initiated_by=initiated_by, created_at=created,
-        s3_bucket=target.evidence.bucket, s3_prefix=s3_prefix(target.evidence.prefix, created, incident_id, key),
-        collectors=records))
-    return str(directory)

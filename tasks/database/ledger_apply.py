@@ -26,10 +26,17 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from remediation.clients.database import Database, Transaction
-from remediation.domain.reconcile import ApplyResult, Correction, ReconcilePlan, Skipped, adjustment_ref
+from remediation.domain.reconcile import (
+    ApplyResult,
+    Correction,
+    ReconcilePlan,
+    Skipped,
+    SourceOfTruth,
+    adjustment_ref,
+)
 from remediation.errors import BadInputError
 from remediation.target import connect
-from remediation.target.inventory import SourceOfTruth, Target
+from remediation.target.inventory import Target
 from tasks.database import ledger_sql as reconcile_ledger
 from tasks.policy import SIDE_EFFECT
 

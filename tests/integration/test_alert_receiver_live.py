@@ -351,7 +351,7 @@ def _assert_bundle_in_s3(run_id: uuid.UUID, incident: str) -> None:
     manifests = [o.key for o in store.list("") if o.key.endswith(f"/{incident}/{run_id}/manifest.json")]
     assert len(manifests) == 1, f"no single manifest.json for {incident} run {run_id} in S3: {manifests}"
     from remediation.evidence.bundle import verify_s3
-    from tasks.evidence import fetch_manifest
+    from remediation.evidence.sync import fetch_manifest
 
     prefix = manifests[0].rsplit("/", 1)[0]
     manifest, problems = verify_s3(store, fetch_manifest(target, manifests[0]), prefix)

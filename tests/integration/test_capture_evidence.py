@@ -150,8 +150,8 @@ def test_s3_down_keeps_the_bundle_and_sync_uploads_it_once(
 ) -> None:
     import flows.capture_evidence as fce
     from remediation.clients.evidence_store import S3EvidenceStore, make_s3_client
+    from remediation.evidence.sync import sync_bundles
     from remediation.target import connect
-    from tasks.evidence import sync_bundles
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from remediation.errors import ClientError
 from remediation.evidence.bundle import CollectorRecord, Manifest, now, read_upload, s3_prefix, write_manifest
 from remediation.target.inventory import Target, load_target
 from sandbox.stack.info import StackInfo
-from tasks.evidence import upload_evidence_bundle
+from tasks.evidence_store import upload_evidence_bundle
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client

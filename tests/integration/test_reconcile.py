@@ -22,7 +22,8 @@ from sandbox.faults import drift_on
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from sandbox.traffic import Traffic, seeded_players
-from tasks.database.ledger import APPLICATION, AUDIT_TABLE, apply_plan, plan_from, plan_settings, query_for
+from tasks.database.ledger import plan_from, plan_settings, query_for
+from tasks.database.ledger_apply import APPLICATION, AUDIT_TABLE, apply_plan
 from tests.integration.flow_runs import finish, incident, result, start
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,8 @@ from remediation.target.inventory import load_target
 from sandbox.faults import drift_on
 from sandbox.stack.info import StackInfo
 from sandbox.traffic import seeded_players
-from tasks.database.ledger import APPLICATION, apply_plan, plan_from
+from tasks.database.ledger import plan_from
+from tasks.database.ledger_apply import APPLICATION, apply_plan
 from tests.integration.flow_runs import incident
 
 pytestmark = pytest.mark.integration

@@ -20,9 +20,9 @@ from remediation.flowkit.resume import answer
 from remediation.target.inventory import Target, load_target
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
-from tasks.deploy import rebuild_on_host, release_failure_evidence, wait_for_health
+from tasks.gateway import wait_for_health
 from tasks.git import plan_revert, push_revert
-from tasks.host import get_deployed_revision
+from tasks.host import get_deployed_revision, rebuild_on_host, release_failure_evidence
 from tests.integration.flow_runs import finish, incident, result, start
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
 from remediation.flowkit.resume import alert_capture_run
-from remediation.warm_runner import RunnerConfig, WarmRunner
+from remediation.runner import RunnerConfig, WarmRunner
 from sandbox.stack.info import StackInfo
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,7 @@ def test_a_run_is_executed_once_when_two_replicas_get_the_same_event_twice(stack
         marker = tmp_path / "executions.txt"
         async with _runners(2) as (a, b):
             for r in (a, b):  # both warm: the race is between claims, not between cold starts
-                while r.idle.qsize() < 1:
+                while r.pool.idle.qsize() < 1:
                     await asyncio.sleep(0.1)
             async with get_client() as client:
                 run = await client.create_flow_run_from_deployment(
@@ -163,7 +163,7 @@ def test_cancelling_a_run_from_the_ui_stops_its_child_and_ends_cancelled(stack: 
 
     from prefect.states import Cancelling
 
-    from remediation.warm_runner import CANCELLING
+    from remediation.runner.events import CANCELLING
 
     async def scenario() -> None:
         deployment_id = await _probe_deployment()

@@ -139,8 +139,8 @@ def test_collector_failure_keeps_output_redacts_message_and_pickles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from remediation.errors import CommandFailedError
+    from remediation.evidence.collectors import CollectorFailedError, CollectorSpec, collect
     from remediation.target.inventory import load_target
-    from tasks.evidence import CollectorFailedError, CollectorSpec, collect
 
     monkeypatch.setenv("RP_SANDBOX_ADMIN_TOKEN", "the-admin-token-value")
     target = load_target("sandbox")

@@ -14,9 +14,9 @@ import pytest
 from pydantic import ValidationError
 
 from remediation.errors import BadInputError
+from remediation.evidence.collectors import plan_collectors
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import TARGETS_DIR, Target, load_target
-from tasks.evidence import plan_collectors
 
 
 def sandbox_data() -> dict[str, Any]:
@@ -97,7 +97,7 @@ def test_unknown_host_is_refused_before_anything_runs() -> None:
 
 
 def test_rabbitmq_queue_depths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.evidence import capture_rabbitmq_queues
+    from tasks.rabbitmq import capture_rabbitmq_queues
 
     monkeypatch.setenv("RMQ_PW", "rabbit-pw-123")
     target = with_profile(rabbitmq={"url": "http://mq:15672", "user": "ops", "password": {"env": "RMQ_PW"}})
@@ -119,7 +119,7 @@ def test_rabbitmq_queue_depths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_resp_client_against_a_fake_redis() -> None:
-    from tasks.database.activity import Resp
+    from remediation.clients.redis import RespRedis
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -134,7 +134,7 @@ def test_resp_client_against_a_fake_redis() -> None:
                 conn.sendall(reply)
 
     threading.Thread(target=serve, daemon=True).start()
-    redis = Resp("127.0.0.1", server.getsockname()[1], 5)
+    redis = RespRedis("127.0.0.1", server.getsockname()[1], 5)
     try:
         assert redis.call("AUTH", "pw") == "OK"
         assert redis.call("INFO") == "redis_version"

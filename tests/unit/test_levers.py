@@ -14,7 +14,8 @@ from remediation.domain.levers import (
     plan_contain,
     plan_recover,
 )
-from remediation.flowkit.approval import ApprovalForm, _problem, plan_hash
+from remediation.domain.plan import plan_hash
+from remediation.flowkit.approval import ApprovalForm, _problem
 
 CALM = LeverState(
     maintenance={"is_active": False, "message": ""},

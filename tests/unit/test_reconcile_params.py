@@ -10,8 +10,8 @@ from prefect.exceptions import ParameterTypeError
 from pydantic import ValidationError
 
 from flows.reconcile import reconcile
-from remediation.domain.reconcile import MAX_SCOPE_PLAYERS, Correction, Counters, ReconcilePlan, Scope
-from tasks.database.ledger import SQL_EVERYONE, SQL_PLAYERS, SQL_WINDOW, mismatch_rows, query_for
+from remediation.domain.reconcile import MAX_SCOPE_PLAYERS, Correction, Counters, ReconcilePlan, Scope, mismatch_rows
+from tasks.database.ledger import SQL_EVERYONE, SQL_PLAYERS, SQL_WINDOW, query_for
 
 NOW = datetime(2026, 5, 6, 3, 0, tzinfo=UTC)
 

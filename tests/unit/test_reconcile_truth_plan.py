@@ -10,11 +10,18 @@ import pytest
 from pydantic import ValidationError
 
 from flows.reconcile import _counters_table, _summary
-from remediation.domain.reconcile import Correction, Counters, ReconcilePlan, Scope, adjustment_ref, plan_corrections
+from remediation.domain.plan import plan_hash
+from remediation.domain.reconcile import (
+    Correction,
+    Counters,
+    ReconcilePlan,
+    Scope,
+    adjustment_ref,
+    mismatch_rows,
+    plan_corrections,
+)
 from remediation.errors import InventoryError
-from remediation.flowkit.approval import plan_hash
 from remediation.target.inventory import TARGETS_DIR, load_target
-from tasks.database.ledger import mismatch_rows
 
 NOW = datetime(2026, 5, 6, 3, 0, tzinfo=UTC)
 #: (player, kind, bucket balance, ledger sum) as the comparison returns them.

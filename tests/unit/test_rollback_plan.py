@@ -8,19 +8,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from remediation.clients.git_repo import Commit
+from remediation.domain.commits import Commit
+from remediation.domain.plan import plan_hash
 from remediation.domain.rollback import (
     REVERT_PLACEHOLDER,
     CommitSha,
     RevertPlan,
     age_hours,
     revert_message,
-    shown_commands,
     summary_markdown,
 )
-from remediation.flowkit.approval import plan_hash
 from remediation.target.inventory import load_target
 from tasks.git import reverted_by
+from tasks.host import shown_rebuild_commands
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
@@ -32,7 +32,7 @@ def _plan(age_h: float, **changes: object) -> RevertPlan:
         target="sandbox", branch="main", bad=bad, bad_age_hours=age_hours(bad, NOW), max_age_hours=24,
         recent=[bad], deployed_sha=bad.sha, from_last_deploy=True, files=["VERSION", "gateway_hooks.py"],
         diff_stat=" VERSION | 2 +-", state="to-revert", revert_patch_id="p" * 40, existing_revert=None,
-        host="root@127.0.0.1:12222", commands=shown_commands(inv),
+        host="root@127.0.0.1:12222", commands=shown_rebuild_commands(inv),
     )
     return base.model_copy(update=changes)
 
@@ -48,7 +48,7 @@ def test_the_24_hour_policy_recommends_a_forward_fix() -> None:
 
 def test_host_commands_are_exact_and_quoted() -> None:
     inv = load_target("sandbox")
-    cmds = shown_commands(inv)
+    cmds = shown_rebuild_commands(inv)
     checkout = inv.deploy_host.checkout_dir
     assert cmds[0] == f"git -C {checkout} fetch --prune origin"
     assert cmds[1] == f"git -C {checkout} merge --ff-only {shlex.quote(REVERT_PLACEHOLDER)}"

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from remediation.warm_runner import code_stamp, project_sources
+from remediation.runner.child import code_stamp, project_sources
 
 
 def test_code_stamp_is_the_newest_mtime_and_a_deleted_file_counts_as_changed(tmp_path: Path) -> None:
@@ -21,8 +21,8 @@ def test_code_stamp_is_the_newest_mtime_and_a_deleted_file_counts_as_changed(tmp
 
 def test_project_sources_are_the_checkouts_imported_modules_only() -> None:
     root = Path(__file__).resolve().parents[2]
-    import remediation.warm_runner  # noqa: F401  (imported: must be listed)
+    import remediation.runner.child  # noqa: F401  (imported: must be listed)
 
     sources = project_sources(str(root))
-    assert str(root / "remediation" / "warm_runner.py") in sources
+    assert str(root / "remediation" / "runner" / "child.py") in sources
     assert all(p.startswith(str(root)) and "/.venv/" not in p for p in sources)

@@ -1,9 +1,12 @@
-"""Evidence capture: the collector plan, the wrapper every collector runs in, HTTP collectors, upload.
+"""The collectors kit: what capture-evidence plans from the inventory, and the wrapper each collector runs in.
 
 Every collector writes one bundle file through redaction (`EvidenceFile`) and returns
 its manifest record. On failure it still closes (and hashes) what it wrote, then raises
 an error whose message is already redacted — Prefect logs exception messages, so an
 unredacted stderr tail must never reach `raise` — carrying the record for the manifest.
+The collectors themselves are tasks, grouped by the system they read (tasks/host.py,
+tasks/database/activity.py, tasks/gateway.py, tasks/prometheus.py, tasks/redis.py,
+tasks/rabbitmq.py).
 """
 
 from __future__ import annotations
@@ -14,47 +17,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-from botocore.exceptions import BotoCoreError
-from botocore.exceptions import ClientError as BotoClientError
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict
 
-from remediation.clients._http import HttpSeam, health_of, make_http_client
-from remediation.clients.evidence_store import make_s3_client, map_boto_error
-from remediation.errors import BadInputError, ClientError, CommandFailedError, PermanentError, RetryableError
-from remediation.evidence.bundle import (
-    CollectorRecord,
-    EvidenceFile,
-    UploadRecord,
-    evidence_root,
-    load_manifest,
-    now,
-    pending_bundles,
-    upload_bundle,
-)
+from remediation.errors import BadInputError, CommandFailedError, PermanentError, RetryableError
+from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
+from remediation.evidence.pg_queries import PG_QUERIES
 from remediation.evidence.redact import for_target
-from remediation.target import connect
 from remediation.target.evidence_profile import EvidenceProfile
-from remediation.target.inventory import Target, load_target
-from tasks.policy import READ_ONLY, SIDE_EFFECT
-from tasks.prometheus import query_instant
+from remediation.target.inventory import Target
 
 __all__ = [
+    "GRACE_S",
     "CollectorFailedError",
     "CollectorRetryableError",
     "CollectorSpec",
-    "capture_error_rate",
-    "capture_health",
-    "capture_rabbitmq_queues",
     "collect",
-    "fetch_manifest",
     "plan_collectors",
-    "sync_bundles",
-    "sync_evidence_bundles",
-    "upload_evidence_bundle",
+    "service_log_argv",
 ]
 
 _SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
@@ -151,7 +130,7 @@ def _host_name(target: Target, name: str | None, what: str) -> str:
     return host
 
 
-def _log_argv(target: Target, host: str, service: str, lines: int) -> list[str]:
+def service_log_argv(target: Target, host: str, service: str, lines: int) -> list[str]:
     cfg = target.hosts[host]
     if not _SERVICE.fullmatch(service):
         raise BadInputError(f"service name {service!r} is not plain (letters, digits, _ . @ -)")
@@ -192,14 +171,12 @@ def plan_collectors(target: Target, profile: EvidenceProfile) -> list[CollectorS
         host = _host_name(target, p.service_logs.host, "service_logs")
         cfg = target.hosts[host]
         for service in p.service_logs.services or cfg.services:
-            argv = _log_argv(target, host, service, p.service_logs.tail_lines)
+            argv = service_log_argv(target, host, service, p.service_logs.tail_lines)
             specs.append(CollectorSpec(
                 name=f"logs-{service.lower()}", kind="service-log", file=f"logs-{service.lower()}.log", host=host,
                 argv=argv, what=f"ssh {cfg.user}@{cfg.address}: {' '.join(argv)}",
                 timeout_s=p.service_logs.timeout_s))
     if p.postgres.enabled:
-        from tasks.database.activity import PG_QUERIES  # the SQL lives with the database tasks
-
         for key, (summary, _sql) in PG_QUERIES.items():
             specs.append(CollectorSpec(
                 name=f"pg-{key}", kind="postgres", file=f"pg-{key}.json", what=f"SQL ({target.database.dsn!r}): "
@@ -234,127 +211,3 @@ def plan_collectors(target: Target, profile: EvidenceProfile) -> list[CollectorS
     if len(names) != len(set(names)):
         raise BadInputError(f"collector names collide in this profile: {sorted(names)}")
     return specs
-
-
-@task(name="capture-health", **READ_ONLY)
-def capture_health(target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str) -> CollectorRecord:
-    """`GET /health`, `/health/deep`: a 5xx is a finding with its body; unreachable is a failure."""
-    def body(out: EvidenceFile) -> None:
-        timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 2.0))
-        with make_http_client(str(target.gateway.url), timeout=timeout) as client:
-            seam = HttpSeam(client, None, "gateway", None)
-            results = []
-            for path in spec.params["paths"]:
-                result = health_of(seam, path)
-                results.append({"path": path, "http_status": result.http_status, "body": result.body,
-                                "at": now().isoformat()})
-        out.write_json({"gateway": str(target.gateway.url), "checks": results})
-
-    return collect(spec, out_dir, target, profile, body)
-
-
-@task(name="capture-error-rate", **READ_ONLY)
-def capture_error_rate(
-    target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str
-) -> CollectorRecord:
-    assert target.prometheus is not None
-
-    def body(out: EvidenceFile) -> None:
-        with httpx.Client(base_url=str(target.prometheus.url), timeout=spec.timeout_s) as client:  # type: ignore[union-attr]
-            result = query_instant(client, spec.params["query"])
-        out.write_json({"query": spec.params["query"], "at": now().isoformat(), "result": result})
-
-    return collect(spec, out_dir, target, profile, body)
-
-
-@task(name="capture-rabbitmq-queues", **READ_ONLY)
-def capture_rabbitmq_queues(
-    target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str,
-    transport: httpx.BaseTransport | None = None,
-) -> CollectorRecord:
-    """Seed 003: queue depths and consumers from the management API."""
-    cfg = profile.rabbitmq
-    assert cfg is not None
-
-    def body(out: EvidenceFile) -> None:
-        auth = httpx.BasicAuth(cfg.user, cfg.password.resolve().get_secret_value())
-        with make_http_client(str(cfg.url), timeout=httpx.Timeout(cfg.timeout_s), transport=transport) as client:
-            try:
-                resp = client.get("/api/queues", auth=auth)
-            except httpx.TransportError as exc:
-                raise RetryableError(f"rabbitmq unreachable: {type(exc).__name__}") from None
-        if resp.status_code >= 500:
-            raise RetryableError(f"rabbitmq answered {resp.status_code}")
-        if resp.status_code != 200:
-            raise PermanentError(f"rabbitmq answered {resp.status_code}")
-        keep = ("vhost", "name", "state", "messages", "messages_ready", "messages_unacknowledged", "consumers")
-        queues = [{k: q.get(k) for k in keep} for q in resp.json()]
-        queues.sort(key=lambda q: -(q.get("messages") or 0))
-        out.write_json({"url": str(cfg.url), "at": now().isoformat(), "queues": queues})
-
-    return collect(spec, out_dir, target, profile, body)
-
-
-#: Upload is idempotent by itself (identical objects are skipped, the marker is checked under a lock),
-#: so it is never cached: a re-run must look at S3 again. boto retries inside each try as well.
-UPLOAD: dict[str, Any] = {
-    **SIDE_EFFECT, "retries": 2, "retry_delay_seconds": exponential_backoff(backoff_factor=1),
-    "cache_policy": NO_CACHE, "persist_result": False,
-}
-
-
-@task(name="upload-evidence-bundle", **UPLOAD)
-def upload_evidence_bundle(target: Target, bundle: str) -> UploadRecord:
-    """Upload, stream back and re-hash every object, then mark the bundle uploaded (idempotent)."""
-    store = connect.evidence_store(target)
-    record, _ = upload_bundle(Path(bundle), store, expect_lock=target.evidence.object_lock_days is not None)
-    return record
-
-
-def sync_bundles(root: Path | None = None) -> list[dict[str, Any]]:
-    """Upload every pending bundle under `root` (default: the evidence root); each exactly once."""
-    results: list[dict[str, Any]] = []
-    for directory in pending_bundles(root or evidence_root()):
-        manifest = load_manifest(directory)
-        try:
-            inv = load_target(manifest.target)
-        except ClientError as exc:
-            results.append({"bundle": str(directory), "uploaded": False, "error": str(exc)})
-            continue
-        redactor = for_target(inv)
-        try:
-            record, uploaded_now = upload_bundle(directory, connect.evidence_store(inv),
-                                                 expect_lock=inv.evidence.object_lock_days is not None)
-        except ClientError as exc:
-            results.append({"bundle": str(directory), "uploaded": False, "error": redactor.text(str(exc))})
-            continue
-        results.append({"bundle": str(directory), "uploaded": uploaded_now,
-                        "s3": f"s3://{record.bucket}/{record.prefix}/", "objects": len(record.objects)})
-    return results
-
-
-@task(name="sync-evidence-bundles", **UPLOAD)
-def sync_evidence_bundles(root: str | None = None) -> list[dict[str, Any]]:
-    """Upload bundles that S3 was down for; a bundle already marked uploaded is left alone."""
-    return sync_bundles(Path(root) if root else None)
-
-
-def fetch_manifest(target: Target, key: str, max_bytes: int = 16 * 1024 * 1024) -> bytes:
-    """The bytes of one (small) object, for `evidence verify` to read a manifest from S3."""
-    cfg = target.evidence
-    client = make_s3_client(
-        endpoint_url=str(cfg.endpoint_url) if cfg.endpoint_url else None, region=cfg.region,
-        access_key=cfg.access_key.resolve() if cfg.access_key else None,
-        secret_key=cfg.secret_key.resolve() if cfg.secret_key else None,
-    )
-    try:
-        body = client.get_object(Bucket=cfg.bucket, Key=key)["Body"]
-        try:
-            data = body.read(max_bytes + 1)
-        finally:
-            body.close()
-    except (BotoCoreError, BotoClientError) as exc:
-        raise map_boto_error(exc, f"get s3://{cfg.bucket}/{key}") from None
-    if len(data) > max_bytes:
-        raise PermanentError(f"s3://{cfg.bucket}/{key} is larger than {max_bytes} bytes; not a manifest")
-    return bytes(data)

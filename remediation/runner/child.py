@@ -1,0 +1,89 @@
+"""Inside a warm child: import what a run needs, say `ready`, run the one flow run named on stdin, exit.
+
+The protocol with the runner is one line each way: the child writes `ready <sources>` (the
+checkout's source files it imported, so the runner can retire it when they change) and reads
+`<flow-run-id> <entrypoint>`. The run goes through Prefect's own engine (`run_flow`, as
+`python -m prefect.engine <id>` does for a worker).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+__all__ = ["child_main", "code_stamp", "project_sources"]
+
+
+def code_stamp(paths: Sequence[str]) -> float:
+    """The newest mtime among `paths` (a deleted file counts as changed now)."""
+    newest = 0.0
+    for path in paths:
+        try:
+            newest = max(newest, os.stat(path).st_mtime)
+        except OSError:
+            newest = time.time()
+    return newest
+
+
+def project_sources(root: str) -> list[str]:
+    """Source files of modules imported so far that live under `root` (the checkout), not the venv."""
+    root = os.path.realpath(root) + os.sep
+    found = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.endswith(".py"):
+            real = os.path.realpath(path)
+            if real.startswith(root) and f"{os.sep}.venv{os.sep}" not in real[len(root) - 1:]:
+                found.append(real)
+    return sorted(set(found))
+
+
+def child_main(entrypoints: Sequence[str], preload: Sequence[str], warm_calls: Sequence[str] = ()) -> int:
+    """Import everything a run needs, say `ready`, run the one flow run named on stdin, exit."""
+    import importlib
+
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # the flow's own prints go to the runner's log, never into the protocol
+    from prefect.engine import handle_engine_signals
+    from prefect.flow_engine import flow_run_logger, load_flow_run, run_flow
+    from prefect.flows import load_flow_from_entrypoint
+
+    for mod in preload:
+        importlib.import_module(mod)
+    for call in warm_calls:
+        module, _, func = call.partition(":")
+        try:
+            getattr(importlib.import_module(module), func)()
+        except Exception as exc:  # warming is an optimisation; the run itself reports real trouble
+            print(f"warm child: {call} failed: {exc}", file=sys.stderr)
+    flows: dict[str, Any] = {}
+    for ep in entrypoints:
+        try:
+            flows[ep] = load_flow_from_entrypoint(ep, use_placeholder_flow=False)
+        except Exception as exc:  # a broken entrypoint must not stop the others; the run reports it
+            print(f"warm child: could not preload {ep}: {exc}", file=sys.stderr)
+    try:
+        proto.write(f"ready {json.dumps(project_sources(os.getcwd()))}\n")
+        proto.flush()
+    except BrokenPipeError:  # the runner went away while this child warmed
+        return 0
+    line = sys.stdin.readline().split()
+    if not line:
+        return 0
+    flow_run_id, entrypoint = UUID(line[0]), line[1]
+    os.environ["PREFECT__FLOW_RUN_ID"] = str(flow_run_id)
+    with handle_engine_signals(flow_run_id):
+        flow_run = load_flow_run(flow_run_id)
+        run_logger = flow_run_logger(flow_run=flow_run)
+        try:
+            flow: Any = flows.get(entrypoint) or load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+        except Exception:
+            run_logger.error("could not load the flow from %s", entrypoint, exc_info=True)
+            raise
+        run_flow(flow, flow_run=flow_run, error_logger=run_logger)  # type: ignore[arg-type]
+    return 0
