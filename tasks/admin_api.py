@@ -24,7 +24,6 @@ from tasks.policy import READ_ONLY, SIDE_EFFECT
 __all__ = ["apply_lever_change", "get_lever_state", "read_lever_state"]
 
 
-
 def read_lever_state(target: Target) -> LeverState:
     """Every lever's current value; a part that cannot be read is None with the reason."""
     unreadable: dict[str, str] = {}

@@ -27,7 +27,6 @@ def retry_if_retryable(task: Any, task_run: Any, state: Any) -> bool:
     return _failed_retryably(state)
 
 
-
 #: Read-only collectors: several quick tries. Never cached (a re-run must read fresh state) and
 #: never persisted (what they read goes through redaction into evidence, not into result storage).
 READ_ONLY: dict[str, Any] = {

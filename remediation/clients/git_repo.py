@@ -54,7 +54,6 @@ _NOT_FOUND = re.compile(
 )
 
 
-
 def check_rev(rev: str, what: str = "revision") -> str:
     """Refuse anything that is not plainly a revision name (options, shell syntax, ranges)."""
     if not isinstance(rev, str) or not _REV.fullmatch(rev) or ".." in rev or "@{-" in rev:

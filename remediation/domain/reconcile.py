@@ -1,8 +1,8 @@
 """Reconcile's vocabulary: the scope form, the counters, the plan of corrections and what apply did.
 
 Pure models, no I/O: the flow's UI form (`Scope`), and the plan whose hash the approval is
-bound to. The SQL that fills them lives in `tasks/reconcile.py` (and, for a bucket-truth
-target, `tasks/reconcile_ledger.py`).
+bound to. The SQL that fills them lives in `tasks/database/ledger.py` (and, for a bucket-truth
+target, `tasks/database/ledger_sql.py`).
 """
 
 from __future__ import annotations

@@ -74,7 +74,6 @@ def pause_for_input(form: type[RunInput], *, timeout_s: float, key: str) -> RunI
     raise FlowPauseTimeout(f"no decision within {timeout_s:.0f} s")
 
 
-
 class ApprovalForm(RunInput):
     """The base form; `request_approval` pins plan_hash and confirm_target to this plan and target."""
 

@@ -13,7 +13,7 @@ on the first apply, never by a dry-run.
 
 What is written depends on the plan's source of truth: with the ledger as truth each bucket is set
 to its ledger sum (here); with the bucket as truth the ledger gets an `adjustment` row
-(`tasks/reconcile_ledger.py`). The frame above is the same for both.
+(`tasks/database/ledger_sql.py`). The frame above is the same for both.
 """
 
 from __future__ import annotations

@@ -282,7 +282,6 @@ def test_an_alert_accepted_while_prefect_refuses_is_started_once_after_a_crash(
             client.delete_deployment(deployment_id(deployment))
 
 
-
 def test_real_alertmanager_starts_exactly_one_capture_per_group(
     stack: StackInfo, capture_deployment: str, tmp_path: Path, created_runs: set[str]
 ) -> None:

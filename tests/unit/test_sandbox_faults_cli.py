@@ -14,7 +14,7 @@ def test_bucket_drift_off_is_refused_with_a_reason(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SANDBOX_DSN", "host=127.0.0.1 port=1 dbname=x")
     assert faults.main(["bucket-drift", "off"]) == 2
     err = capsys.readouterr().err
-    assert "cannot be switched off" in err and "sandbox.db reset" in err
+    assert "cannot be switched off" in err and "sandbox.faults reset" in err
 
 
 def test_faults_need_a_dsn(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
