@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 from prefect import get_run_logger, task
 
-from remediation.clients._http import HttpSeam, health_of, make_http_client
 from remediation.errors import RetryableError
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
 from remediation.evidence.collectors import CollectorSpec, collect
@@ -37,12 +35,10 @@ def check_health(target: Target) -> dict[str, Any]:
 def capture_health(target: Target, profile: EvidenceProfile, spec: CollectorSpec, out_dir: str) -> CollectorRecord:
     """`GET /health`, `/health/deep`: a 5xx is a finding with its body; unreachable is a failure."""
     def body(out: EvidenceFile) -> None:
-        timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 2.0))
-        with make_http_client(str(target.gateway.url), timeout=timeout) as client:
-            seam = HttpSeam(client, None, "gateway", None)
+        with connect.gateway(target, spec.timeout_s) as gw:
             results = []
             for path in spec.params["paths"]:
-                result = health_of(seam, path)
+                result = gw.health_at(path)
                 results.append({"path": path, "http_status": result.http_status, "body": result.body,
                                 "at": now().isoformat()})
         out.write_json({"gateway": str(target.gateway.url), "checks": results})

@@ -18,15 +18,17 @@ from remediation.clients.database import PsycopgDatabase
 from remediation.clients.evidence_store import S3EvidenceStore, make_s3_client
 from remediation.clients.gateway import HttpxGateway
 from remediation.clients.git_repo import CliGitRepo
+from remediation.clients.prometheus import HttpxPrometheus
+from remediation.clients.rabbitmq import HttpxRabbitMq
 from remediation.clients.redis import RespRedis
 from remediation.clients.remote_host import ParamikoHost
 from remediation.clients.status_webhook import NoChannel, StatusSender, StatusWebhook
-from remediation.target.evidence_profile import RedisCollector
+from remediation.target.evidence_profile import RabbitMqCollector, RedisCollector
 from remediation.target.inventory import Target
 
 __all__ = [
-    "admin_api", "close_shared_hosts", "database", "evidence_store", "gateway", "git_repo", "redis", "remote_host",
-    "shared_remote_host", "status_channel",
+    "admin_api", "close_shared_hosts", "database", "evidence_store", "gateway", "git_repo", "prometheus", "rabbitmq",
+    "redis", "remote_host", "shared_remote_host", "status_channel",
 ]
 
 
@@ -41,20 +43,39 @@ def admin_api(target: Target) -> Iterator[HttpxAdminApi]:
 
 
 @contextmanager
-def gateway(target: Target) -> Iterator[HttpxGateway]:
+def gateway(target: Target, timeout_s: float | None = None) -> Iterator[HttpxGateway]:
     token = target.gateway.token.resolve() if target.gateway.token else None
-    with _http(str(target.gateway.url), target.gateway.timeout_s) as client:
+    with _http(str(target.gateway.url), timeout_s or target.gateway.timeout_s) as client:
         yield HttpxGateway(client, token)
 
 
-def database(target: Target, application_name: str = "remediation-pipelines") -> PsycopgDatabase:
+def database(
+    target: Target, application_name: str = "remediation-pipelines", *, timeout_s: float | None = None,
+    read_only: bool = False,
+) -> PsycopgDatabase:
+    """The platform database; `timeout_s` caps connecting and each statement (an evidence collector's
+    deadline), `read_only` opens read-only transactions."""
     cfg = target.database
     return PsycopgDatabase(
         cfg.dsn.resolve(),
-        connect_timeout=cfg.connect_timeout_s,
-        statement_timeout_ms=cfg.statement_timeout_ms,
+        connect_timeout=min(cfg.connect_timeout_s, max(1, int(timeout_s))) if timeout_s else cfg.connect_timeout_s,
+        statement_timeout_ms=int(timeout_s * 1000) if timeout_s else cfg.statement_timeout_ms,
         application_name=application_name,
+        read_only=read_only,
     )
+
+
+@contextmanager
+def prometheus(target: Target, timeout_s: float = 10.0) -> Iterator[HttpxPrometheus]:
+    assert target.prometheus is not None, "the target names no Prometheus"
+    with _http(str(target.prometheus.url), timeout_s) as client:
+        yield HttpxPrometheus(client)
+
+
+@contextmanager
+def rabbitmq(cfg: RabbitMqCollector, transport: httpx.BaseTransport | None = None) -> Iterator[HttpxRabbitMq]:
+    with make_http_client(str(cfg.url), timeout=httpx.Timeout(cfg.timeout_s), transport=transport) as client:
+        yield HttpxRabbitMq(client, cfg.user, cfg.password.resolve())
 
 
 def evidence_store(target: Target) -> S3EvidenceStore:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from prefect import task
 
-from remediation.clients.database import PsycopgDatabase
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
 from remediation.evidence.collectors import CollectorSpec, collect
 from remediation.evidence.pg_queries import PG_QUERIES
+from remediation.target import connect
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import Target
 from tasks.policy import READ_ONLY
@@ -27,11 +27,7 @@ def capture_pg_query(target: Target, profile: EvidenceProfile, spec: CollectorSp
     params = {"limit": int(spec.params["limit"]), "threshold_s": float(spec.params["threshold_s"])}
 
     def body(out: EvidenceFile) -> None:
-        cfg = target.database
-        db = PsycopgDatabase(
-            cfg.dsn.resolve(), connect_timeout=min(cfg.connect_timeout_s, max(1, int(spec.timeout_s))),
-            statement_timeout_ms=int(spec.timeout_s * 1000), application_name=APPLICATION, read_only=True,
-        )
+        db = connect.database(target, APPLICATION, timeout_s=spec.timeout_s, read_only=True)
         rows = db.fetch_all(sql, params)
         out.write_json({"shows": summary, "sql": " ".join(sql.split()), "params": params,
                         "captured_at": now().isoformat(), "row_count": len(rows), "rows": rows})

@@ -7,9 +7,9 @@ import json
 import httpx
 import pytest
 
+from remediation.clients.prometheus import query_instant
 from remediation.errors import PermanentError, RetryableError
 from tasks.host import _parse_reflog
-from tasks.prometheus import query_instant
 
 
 def test_reflog_lines_become_deploy_records() -> None:
