@@ -134,12 +134,9 @@ def contain(
             ask=needs_approval(lever, approve_deposit_halt=inv.policy.approve_deposit_halt,
                                approve_brand_disable=inv.policy.approve_brand_disable),
             settled=put_in_place_meanwhile)
+        if (stop := verdict.stopped()) is not None:
+            return stop
         approval = verdict.approval
-        if verdict.ended is not None:
-            return verdict.ended
-        if approval is not None and not approval.approved:
-            return Completed(message=verdict.refusal(),
-                             data={"outcome": approval.decision, "approval": approval.model_dump(mode="json")})
         change = verdict.proposal.plan
         applied = apply_lever_change(inv, change, verdict.proposal.hash)
         record_changes(incident_id, [applied])

@@ -239,13 +239,10 @@ def reconcile(
         verdict = approve_until_stable(
             "reconcile", inv, latest, replan,
             requested_by=initiated_by, timeout_s=approval_timeout_s, settled=settled, data=lambda _: base)
+        if (stop := verdict.stopped(data=base)) is not None:
+            return stop
         approval = verdict.approval
-        if verdict.ended is not None:
-            return verdict.ended
         assert approval is not None
-        if not approval.approved:
-            return Completed(message=verdict.refusal(), data={"outcome": approval.decision, **base,
-                                                              "approval": approval.model_dump(mode="json")})
         plan, evidence = verdict.proposal.plan
         base = {**base, "counters": plan.counters.model_dump(), "plan_hash": plan.hash, "evidence": evidence}
         assert approval.approver is not None

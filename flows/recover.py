@@ -92,13 +92,9 @@ def recover(
         with target_lock(inv.name, sorted(locked), wait_s=lock_wait_s):
             verdict = approve_until_stable("recover", inv, proposal, plan, requested_by=initiated_by,
                                            timeout_s=approval_timeout_s, settled=outside_the_lock)
+            if (stop := verdict.stopped("not recovered")) is not None:
+                return stop
             approval = verdict.approval
-            if verdict.ended is not None:
-                return verdict.ended
-            assert approval is not None
-            if not approval.approved:
-                return Completed(message=verdict.refusal("not recovered"),
-                                 data={"outcome": approval.decision, "approval": approval.model_dump(mode="json")})
             undo, left_alone = verdict.proposal.plan, verdict.proposal.view["left_alone"]
             for change in undo:
                 done.append(apply_lever_change(inv, change, verdict.proposal.hash))

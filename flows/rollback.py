@@ -119,14 +119,11 @@ def rollback(
 
         verdict = approve_until_stable(step, inv, Proposal(plan, plan.approval_view(), summary), replan,
                                        requested_by=initiated_by, timeout_s=approval_timeout_s)
+        advice = ". Policy: fix forward." if plan.too_old else "."
+        if (stop := verdict.stopped("not rolled back", result, advice)) is not None:
+            return stop
         approval = verdict.approval
-        if verdict.ended is not None:
-            return verdict.ended
         assert approval is not None
-        if not approval.approved:
-            advice = " Policy: fix forward." if plan.too_old else ""
-            return Completed(message=verdict.refusal("not rolled back") + f".{advice}", data={
-                **result, "outcome": approval.decision, "approval": approval.model_dump(mode="json")})
         plan = verdict.proposal.plan
         result["approval"] = approval.model_dump(mode="json")
         if plan.too_old:

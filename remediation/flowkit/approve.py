@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from prefect import get_run_logger
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from remediation.domain.plan import plan_hash
 from remediation.flowkit.approval import Approval, request_approval
@@ -53,11 +53,17 @@ class Verdict(Generic[P]):
     def go(self) -> bool:
         return self.ended is None and (self.approval is None or self.approval.approved)
 
-    def refusal(self, what: str = "not applied") -> str:
-        """`not applied: reject by bob (why); nothing changed` — the message of a run that was told no."""
+    def stopped(self, what: str = "not applied", data: dict[str, Any] | None = None, note: str = "") -> State | None:
+        """The run's final state when it must not go ahead, else None: the flow's own `ended`, or a no —
+        `Completed`, "not applied: reject by bob (why); nothing changed", the approval in its data."""
+        if self.ended is not None:
+            return self.ended
         a = self.approval
-        assert a is not None and not a.approved
-        return f"{what}: {a.decision} by {a.approver or 'nobody'} ({a.reason}); nothing changed"
+        if a is None or a.approved:
+            return None
+        told_no = f"{what}: {a.decision} by {a.approver or 'nobody'} ({a.reason}); nothing changed{note}"
+        return Completed(message=told_no,
+                         data={**(data or {}), "outcome": a.decision, "approval": a.model_dump(mode="json")})
 
 
 def approve_until_stable(
