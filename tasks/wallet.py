@@ -132,6 +132,19 @@ def _net_out(gw: Gateway, player: str, net: int, incident_id: str) -> dict[str, 
     return {"kind": kind, "amount": abs(net), "ok": reply.ok, "msg": reply.msg}
 
 
+def _opening_balance(gw: Gateway, player: str, tries: int = 5, first_delay_s: float = 0.25) -> WalletReply:
+    """The balance before any money moves. A read, so a 503 (the wallet still reconnecting after a
+    rebuild) is asked again a few times; a refusal or any other answer is final."""
+    delay = first_delay_s
+    for _ in range(tries - 1):
+        reply = gw.balance(player)
+        if reply.http_status != 503 or _refusal(reply):
+            return reply
+        time.sleep(delay)
+        delay *= 2
+    return gw.balance(player)
+
+
 @task(name="check-round-trip", **{**READ_ONLY, "retries": 0})
 def check_round_trip(target: Target, brand: str, incident_id: str) -> dict[str, Any]:
     """Seed 000 recovery check: a real deposit + withdraw + one provider bet/settle on the brand's
@@ -147,7 +160,7 @@ def check_round_trip(target: Target, brand: str, incident_id: str) -> dict[str, 
     base: dict[str, Any] = {"brand": brand, "player": player, "steps": steps}
     with connect.gateway(target) as gw:
         try:
-            start = gw.balance(player)
+            start = _opening_balance(gw, player)
         except ClientError as exc:
             return {**base, "ok": False, "outcome": "failed", "error": f"balance read failed: {exc}", "net": 0}
         if not start.ok or start.data is None:

@@ -7,9 +7,11 @@ import json
 import httpx
 import pytest
 
+from remediation.clients.gateway import WalletReply
 from remediation.clients.prometheus import query_instant
 from remediation.errors import PermanentError, RetryableError
 from tasks.host import _parse_reflog
+from tasks.wallet import _opening_balance
 
 
 def test_reflog_lines_become_deploy_records() -> None:
@@ -66,3 +68,30 @@ def test_prometheus_unreachable_is_retryable() -> None:
 
     with pytest.raises(RetryableError, match="unreachable"):
         query_instant(_prom(httpx.MockTransport(refuse)), "up")
+
+
+class _Balances:
+    """A gateway whose balance answers come from a script, counting the calls."""
+
+    def __init__(self, *answers: tuple[int, int, str]) -> None:
+        self.answers, self.calls = list(answers), 0
+
+    def balance(self, player: str) -> WalletReply:
+        http, status, msg = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        return WalletReply(http_status=http, status=status, msg=msg,
+                           data={"balance": 100} if status == 0 else None)
+
+
+def test_the_opening_balance_is_asked_again_while_the_wallet_reconnects() -> None:
+    down = (503, 503, "wallet writer unavailable")
+    gw = _Balances(down, down, (200, 0, "success"))
+    assert _opening_balance(gw, "synthetic-alpha", first_delay_s=0).ok and gw.calls == 3  # type: ignore[arg-type]
+
+
+def test_a_lever_or_a_lasting_outage_is_not_asked_again_forever() -> None:
+    blocked = _Balances((503, 503, "Provider ingress blocked"))
+    assert _opening_balance(blocked, "p", first_delay_s=0).msg == "Provider ingress blocked"  # type: ignore[arg-type]
+    assert blocked.calls == 1
+    down = _Balances((503, 503, "wallet writer unavailable"))
+    assert not _opening_balance(down, "p", tries=4, first_delay_s=0).ok and down.calls == 4  # type: ignore[arg-type]
