@@ -10,6 +10,7 @@ from prefect.states import Completed, Failed, State
 from pydantic import Field
 
 from remediation.domain.levers import (
+    AppliedChange,
     BrandFlag,
     Lever,
     LeverChange,
@@ -20,7 +21,8 @@ from remediation.domain.levers import (
 )
 from remediation.errors import BadInputError
 from remediation.flowkit.approve import Proposal, approve_until_stable
-from remediation.flowkit.change_log import record_changes
+from remediation.flowkit.change_log import incident_changes, log_intent, log_outcome
+from remediation.flowkit.initiator import verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -75,6 +77,20 @@ def _summary(incident_id: str, target: Target, change: LeverChange, live: list[s
     )
 
 
+def _finish_intents(inv: Target, incident_id: str, change: LeverChange) -> list[int]:
+    """This incident's intents for the lever that a dead run left without an outcome, now that the
+    lever is found holding their value: record the outcome the dead run could not."""
+    done = []
+    for entry in incident_changes(inv, incident_id):
+        if entry.unfinished and entry.change.resource == change.resource and entry.change.after == change.after:
+            log_outcome(inv, incident_id, entry.intent_id, AppliedChange(
+                change=entry.change, outcome="applied", path="unknown", at=entry.intended_at,
+                note="found in place by a later run: the run that intended it died before recording it",
+                flow_run_id=entry.flow_run_id, approval_plan_hash=entry.plan_hash))
+            done.append(entry.intent_id)
+    return done
+
+
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
 @described
 def contain(
@@ -116,7 +132,8 @@ def contain(
         log.info("%s is already in place on %s: nothing to apply", lever, inv.name)
         verified = check_lever_effect(inv, change, incident_id)
         return Completed(message=f"{lever} already in place; verified={verified['ok']}",
-                         data={"outcome": "already-in-place", "verification": verified})
+                         data={"outcome": "already-in-place", "verification": verified,
+                               "finished_intents": [] if dry_run else _finish_intents(inv, incident_id, change)})
     if dry_run:
         create_markdown_artifact(key=f"contain-plan-{incident_id.lower()}",
                                  markdown=proposal.summary + "\n*dry run: nothing changed*\n")
@@ -124,11 +141,16 @@ def contain(
                          data={"outcome": "dry-run", "would_change": [change.model_dump(mode="json")],
                                "stays_live": live})
 
+    initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
+    if initiator is None:
+        return Completed(message=f"not applied: {initiated_by} did not confirm starting this run; nothing changed",
+                         data={"outcome": "timeout"})
+
     def put_in_place_meanwhile(p: Proposal[LeverChange]) -> State | None:
         return Completed(message=f"{lever} was put in place by someone else meanwhile; nothing applied",
                          data={"outcome": "already-in-place"}) if p.plan.in_place else None
 
-    with target_lock(inv.name, resource_for(lever, brand_id), wait_s=lock_wait_s):
+    with target_lock(inv, resource_for(lever, brand_id), wait_s=lock_wait_s):
         verdict = approve_until_stable(
             f"contain-{lever}", inv, proposal, plan, requested_by=initiated_by, timeout_s=approval_timeout_s,
             ask=needs_approval(lever, approve_deposit_halt=inv.policy.approve_deposit_halt,
@@ -138,11 +160,13 @@ def contain(
             return stop
         approval = verdict.approval
         change = verdict.proposal.plan
+        intent = log_intent(inv, incident_id, change, verdict.proposal.hash, approval.approvers if approval else [])
         applied = apply_lever_change(inv, change, verdict.proposal.hash)
-        record_changes(incident_id, [applied])
+        log_outcome(inv, incident_id, intent, applied)
         verified = check_lever_effect(inv, change, incident_id)
     result = {"outcome": applied.outcome, "path": applied.path, "note": applied.note,
               "change": change.model_dump(mode="json"), "verification": verified,
+              "initiator": initiator.model_dump(mode="json"),
               "approval": approval.model_dump(mode="json") if approval else None}
     if not verified["ok"]:
         return Failed(message=f"{lever} applied via {applied.path} but verification failed: {verified['wrong']}",

@@ -21,6 +21,7 @@ from remediation.domain.reconcile import (
 )
 from remediation.evidence.writer import BundleWriter, FileBody
 from remediation.flowkit.approve import Proposal, approve_until_stable
+from remediation.flowkit.initiator import verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -212,6 +213,10 @@ def reconcile(
         return Failed(message=f"{len(plan.corrections)} corrections exceed max_corrections={max_corrections}: "
                               "this is not drift to correct blindly — escalate; nothing applied", data=base)
 
+    initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
+    if initiator is None:
+        return Completed(message=f"not applied: {initiated_by} did not confirm starting this run; nothing changed",
+                         data={"outcome": "timeout", **base})
     replans = 0
     latest = Proposal((plan, evidence), plan.shown(), summary)
 
@@ -235,7 +240,7 @@ def reconcile(
                                   "nothing applied", data=now_base)
         return None
 
-    with target_lock(inv.name, "books", wait_s=lock_wait_s):
+    with target_lock(inv, "books", wait_s=lock_wait_s):
         verdict = approve_until_stable(
             "reconcile", inv, latest, replan,
             requested_by=initiated_by, timeout_s=approval_timeout_s, settled=settled, data=lambda _: base)

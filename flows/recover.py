@@ -11,7 +11,8 @@ from prefect.states import Completed, Failed, State
 from flows.verify_round_trip import verify_round_trip
 from remediation.domain.levers import AppliedChange, LeverChange, apply_path, drifted, plan_recover
 from remediation.flowkit.approve import Proposal, approve_until_stable
-from remediation.flowkit.change_log import read_changes, record_changes
+from remediation.flowkit.change_log import incident_changes, log_intent, log_outcome, undoable
+from remediation.flowkit.initiator import verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -33,13 +34,16 @@ RUNBOOK = "recover"
 
 
 def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list[AppliedChange],
-             read_via: str) -> str:
+             read_via: str, found: list[str]) -> str:
     lines = [f"### recover `{target}` for {incident_id}: undo in this order", ""]
     lines += [f"{i}. {c.description} — `{c.before}` → `{c.after}`\n   - path: {apply_path(c, read_via)}"
               for i, c in enumerate(undo, 1)]
     if moved:
         lines += ["", "**Left alone** (moved by someone else since we set them):"]
         lines += [f"- {m.change.resource}: we set `{m.change.after}`" for m in moved]
+    if found:
+        lines += ["", "**From runs that died mid-change** (the change log's intents without an outcome):"]
+        lines += [f"- {note}" for note in found]
     lines += ["", "Then: a netted round trip on each brand's synthetic player, and ledger vs bucket clean."]
     return "\n".join(lines) + "\n"
 
@@ -61,16 +65,19 @@ def recover(
     tag_current_run(incident_id, RUNBOOK, inv.name)
 
     def plan() -> Proposal[list[LeverChange]]:
-        recorded = read_changes(incident_id)
+        # The write-ahead log and every lever's live value: a change a dead run made is undone too.
         state = get_lever_state(inv)
+        recorded, found = undoable(incident_changes(inv, incident_id), state)
         undo = plan_recover(recorded, state, note=f"recovered {incident_id}")
         moved = drifted(recorded, state)
         view = {"incident_id": incident_id, "target": inv.name, "undo": [c.model_dump(mode="json") for c in undo],
-                "left_alone": sorted(m.change.resource for m in moved)}
-        return Proposal(undo, view, _summary(incident_id, inv.name, undo, moved, state.read_via))
+                "left_alone": sorted(m.change.resource for m in moved), "found": found}
+        return Proposal(undo, view, _summary(incident_id, inv.name, undo, moved, state.read_via, found))
 
     proposal = plan()
     undo, left_alone = proposal.plan, proposal.view["left_alone"]
+    for note in proposal.view["found"]:
+        log.warning("%s", note)
     if dry_run:
         create_markdown_artifact(key=f"recover-plan-{incident_id.lower()}",
                                  markdown=proposal.summary + "\n*dry run*\n")
@@ -81,6 +88,10 @@ def recover(
     done: list[AppliedChange] = []
     approval = None
     effects: list[dict[str, Any]] = []
+    initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
+    if initiator is None:
+        return Completed(message=f"not recovered: {initiated_by} did not confirm starting this run; nothing changed",
+                         data={"outcome": "timeout"})
     if undo:
         locked = {c.resource for c in undo}
 
@@ -89,7 +100,7 @@ def recover(
             return Failed(message=f"the recover plan now also touches {', '.join(extra)} (changed meanwhile); "
                                   "nothing undone — run recover again") if extra else None
 
-        with target_lock(inv.name, sorted(locked), wait_s=lock_wait_s):
+        with target_lock(inv, sorted(locked), wait_s=lock_wait_s):
             verdict = approve_until_stable("recover", inv, proposal, plan, requested_by=initiated_by,
                                            timeout_s=approval_timeout_s, settled=outside_the_lock)
             if (stop := verdict.stopped("not recovered")) is not None:
@@ -97,8 +108,10 @@ def recover(
             approval = verdict.approval
             undo, left_alone = verdict.proposal.plan, verdict.proposal.view["left_alone"]
             for change in undo:
+                intent = log_intent(inv, incident_id, change, verdict.proposal.hash,
+                                    approval.approvers if approval else [])
                 done.append(apply_lever_change(inv, change, verdict.proposal.hash))
-                record_changes(incident_id, [done[-1]])
+                log_outcome(inv, incident_id, intent, done[-1])
             effects = [check_lever_effect(inv, c, incident_id) for c in undo]
     else:
         log.info("no recorded lever of %s is still in place: nothing to undo", incident_id)
@@ -108,7 +121,8 @@ def recover(
     books = reconcile_dry_run(inv)
     result = {
         "undone": [d.model_dump(mode="json") for d in done], "left_alone": left_alone,
-        "effects": effects, "round_trip": round_trip, "books": books,
+        "effects": effects, "round_trip": round_trip, "books": books, "found": proposal.view["found"],
+        "initiator": initiator.model_dump(mode="json"),
         "approval": approval.model_dump(mode="json") if approval else None,
     }
     problems = [why for why, ok in (

@@ -13,6 +13,7 @@ from pydantic import Field
 from flows.verify_round_trip import verify_round_trip
 from remediation.domain.rollback import CommitSha, RevertPlan, revert_message, summary_markdown
 from remediation.flowkit.approve import Proposal, approve_until_stable
+from remediation.flowkit.initiator import verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -110,8 +111,12 @@ def rollback(
         return Completed(message=f"dry run: {advice}would revert {plan.bad.sha[:12]} ({len(plan.files)} file(s)) "
                                  f"and rebuild on {plan.host}", data={**result, "outcome": "dry-run"})
 
+    initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
+    if initiator is None:
+        return Completed(message=f"not rolled back: {initiated_by} did not confirm starting this run; nothing changed",
+                         data={**result, "outcome": "timeout"})
     step = "rollback-override-age" if plan.too_old else "rollback"
-    with target_lock(inv.name, f"release:{inv.git.deploy_host}", wait_s=lock_wait_s):
+    with target_lock(inv, f"release:{inv.git.deploy_host}", wait_s=lock_wait_s):
         # The approval holds only for the plan it saw (someone may have reverted or pushed meanwhile).
         def replan() -> Proposal[RevertPlan]:
             again = _plan(inv, plan.bad.sha)

@@ -8,6 +8,8 @@ only ever points down (tests/unit/test_layering.py pins it):
                PostgreSQL, S3, SSH, git, Redis, the status webhook).
 - `target`   — the typed inventory of an environment, its secrets, its evidence profiles, and `connect`:
                the one place clients are built.
+- `records`  — the product's own append-only tables in the target's database: the write-ahead change
+               log and the uses of people's second factors (out of reach of Prefect API users).
 - `evidence` — bundles (redacted, hashed, manifest), the collectors kit, the one bundle writer, sync.
 - `audit`    — the auditor's export: run history read back, sealed in a hash chain, verified.
 - `flowkit`  — what only makes sense inside a Prefect run: parameters and run forms, approvals and the

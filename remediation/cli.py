@@ -67,20 +67,43 @@ def cmd_target(args: argparse.Namespace) -> int:
 def cmd_approve(args: argparse.Namespace) -> int:
     from uuid import UUID
 
-    from remediation.flowkit.resume import answer, pending_form, wait_for_pause
+    from remediation.errors import BadInputError
+    from remediation.flowkit.resume import answer, confirm_initiator, pending_form, wait_for_pause
 
     run_id = UUID(args.flow_run_id)
+    form = pending_form(wait_for_pause(run_id, timeout_s=args.wait))
     if args.show:
-        form = pending_form(wait_for_pause(run_id, timeout_s=args.wait))
         print(form["description"])
-        print(f"plan hash: {form['plan_hash']}  target: {form['target']}")
+        if form["kind"] == "initiator":
+            print(f"asks: who started this run ({form['handle']}): answer with --initiator and a code or --sign-key")
+        else:
+            print(f"plan hash: {form['plan_hash']}  target: {form['target']}")
         return 0
-    if not args.approver or not args.reason:
-        print("error: --approver and --reason are required to answer", file=sys.stderr)
+    if not args.code and not args.sign_key:
+        print("error: prove who you are: --code <6 digits> (your authenticator) or --sign-key <ssh key>",
+              file=sys.stderr)
         return 2
-    decision: Decision = "reject" if args.reject else "skip" if args.skip else "approve"
-    done = answer(run_id, decision=decision, approver=args.approver, reason=args.reason, wait_s=args.wait)
+    try:
+        if form["kind"] == "initiator":
+            if not args.initiator:
+                print(f"error: this run asks who started it ({form['handle']}); answer with --initiator <handle>",
+                      file=sys.stderr)
+                return 2
+            done = confirm_initiator(run_id, handle=args.initiator, code=args.code, sign_key=args.sign_key,
+                                     wait_s=args.wait)
+        else:
+            if not args.approver or not args.reason:
+                print("error: --approver and --reason are required to answer", file=sys.stderr)
+                return 2
+            decision: Decision = "reject" if args.reject else "skip" if args.skip else "approve"
+            done = answer(run_id, decision=decision, approver=args.approver, reason=args.reason, code=args.code,
+                          sign_key=args.sign_key, wait_s=args.wait)
+    except BadInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(done))
+    print("sent; the run checks who you are and says in its log and `approval-<step>` artifact whether it counted",
+          file=sys.stderr)
     return 0
 
 
@@ -214,11 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--param", action="append", default=[], help="key=value (value parsed as JSON if it can be)")
     run.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run to finish")
     run.set_defaults(func=cmd_run)
-    approve = sub.add_parser("approve", help="show, approve or reject a paused run's pending step")
+    approve = sub.add_parser("approve", help="show, approve, reject or skip a paused run's pending step, or confirm "
+                                             "you started it")
     approve.add_argument("flow_run_id")
-    approve.add_argument("--show", action="store_true", help="print the plan awaiting approval and exit")
-    approve.add_argument("--approver")
-    approve.add_argument("--reason")
+    approve.add_argument("--show", action="store_true", help="print what the run waits for and exit")
+    approve.add_argument("--approver", help="your handle, as the target declares it")
+    approve.add_argument("--reason", help="why, one line")
+    approve.add_argument("--initiator", help="the run asks who started it: your handle")
+    proof = approve.add_mutually_exclusive_group()
+    proof.add_argument("--code", help="the 6-digit code your authenticator shows now")
+    proof.add_argument("--sign-key", help="sign the answer with this SSH private key (ssh-keygen -Y sign)")
     choice = approve.add_mutually_exclusive_group()
     choice.add_argument("--reject", action="store_true", help="change nothing; an incident loop ends here")
     choice.add_argument("--skip", action="store_true", help="change nothing; an incident loop goes on")

@@ -10,9 +10,11 @@ import copy
 import hmac
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -149,6 +151,20 @@ class StatusPost(BaseModel):
     text: str = Field(min_length=1, max_length=40_000)
 
 
+#: Fault `admin-slow-write` (python -m sandbox.stack fault admin-slow-write on): the change is committed,
+#: then the answer is held back this long — a caller killed or timing out meanwhile never learns it landed.
+SLOW_WRITE_FILE = "faults/admin-slow-write"
+
+
+def _slow_after_write(home: Path) -> None:
+    try:
+        delay = float((home / SLOW_WRITE_FILE).read_text() or "0")
+    except (OSError, ValueError):
+        return
+    log.warning("fault admin-slow-write: answering %.0f s after the commit", delay)
+    time.sleep(min(delay, 300))
+
+
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     settings = settings or SandboxSettings()
     auth = TokenAuth(settings.token_roles())
@@ -237,6 +253,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         if row is None:
             raise HTTPException(404, detail=f"unknown global var '{code}'")
         log.info("global var %s set to %r by role=%s", code, body.value, role)
+        _slow_after_write(settings.home)
         return _var_out(row)
 
     @app.get("/api/v1/brands")

@@ -52,7 +52,15 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
     """Answer each pause of the incident as the second engineer, until the respond run is final."""
     from prefect.client.orchestration import get_client
 
-    from remediation.flowkit.resume import answer, pending_form, pending_step, wait_for_incident_pause
+    from remediation.flowkit.resume import (
+        answer,
+        confirm_initiator,
+        pending_form,
+        pending_step,
+        wait_for_incident_pause,
+    )
+    from sandbox.config import SandboxSettings
+    from sandbox.stack import people
 
     answered: set[tuple[UUID, str | None]] = set()
     deadline = time.monotonic() + timeout_s
@@ -71,11 +79,18 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
                 continue
             answered.add(key)
             step = pending_step(paused)
+            if step == "verify-initiator":
+                # As in the UI: the on-call types the code their authenticator shows.
+                confirm_initiator(paused.id, handle=ONCALL, code=people.current_code(ONCALL))
+                print(f"\n-- {ONCALL} confirms starting {paused.name} with her 6-digit code")
+                continue
             plan = str(pending_form(paused)["description"] or "")
             print(f"\n-- {LEAD} reviews `{step}` ({paused.name}):")
             print("   " + "\n   ".join(plan.splitlines()[:14]))
-            answer(paused.id, decision="approve", approver=LEAD, reason=f"SEV1 drill: {step} reviewed")
-            print(f"-- {LEAD}: approve")
+            # As from the CLI (`remediation.cli approve --sign-key`): an answer signed with his SSH key.
+            answer(paused.id, decision="approve", approver=LEAD, reason=f"SEV1 drill: {step} reviewed",
+                   sign_key=people.key_path(SandboxSettings().home, LEAD))
+            print(f"-- {LEAD}: approve (signed)")
     raise TimeoutError(f"respond {respond_id} not finished after {timeout_s:.0f} s")
 
 

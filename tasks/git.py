@@ -52,12 +52,23 @@ def _resolve_bad(repo: CliGitRepo, bad_commit: str | None, deployed_sha: str) ->
                 f"the host runs {deployed_sha[:12]}, which is not on {repo.current_branch()} of the remote; "
                 "name the bad commit explicitly"
             ) from None
-        # The last deploy being our own revert means the rollback already happened: plan on what it reverted.
-        return reverted_by(repo.message(sha)) or sha, True
+        # The last deploy being a revert means the rollback already happened: plan on what it reverted —
+        # if its diff really undoes that commit. A message alone is anyone's to write.
+        claimed = reverted_by(repo.message(sha))
+        if claimed is not None and _truly_reverts(repo, sha, claimed):
+            return claimed, True
+        return sha, True
     try:
         return repo.resolve(check_rev(bad_commit, "bad commit")), False
     except NotFoundError:
         raise BadInputError(f"bad commit {bad_commit!r} does not exist on the remote") from None
+
+
+def _truly_reverts(repo: CliGitRepo, revert_sha: str, of_sha: str) -> bool:
+    try:
+        return repo.patch_id(revert_sha) == repo.inverse_patch_id(repo.resolve(of_sha))
+    except (NotFoundError, BadInputError, ConflictError):
+        return False
 
 
 def _deployed_contains(repo: CliGitRepo, sha: str, deployed_sha: str) -> bool:

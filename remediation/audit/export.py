@@ -24,6 +24,8 @@ from remediation.errors import ClientError, NotFoundError
 from remediation.evidence.bundle import MANIFEST, evidence_root, s3_prefix, verify_s3
 from remediation.evidence.redact import for_target
 from remediation.evidence.sync import fetch_manifest
+from remediation.records.change_log import ChangeLog
+from remediation.target import connect
 from remediation.target.inventory import Target
 
 __all__ = ["EXPORT", "HEAD", "REPORT", "build", "evidence_locations", "store", "verify", "verify_evidence"]
@@ -57,6 +59,20 @@ def verify_evidence(target: Target, evidence: EvidenceStore, prefixes: list[str]
     return checks
 
 
+def change_log_records(target: Target, incident_id: str) -> list[dict[str, Any]]:
+    """Every lever change of the incident from the write-ahead log in the target's database: the intent,
+    and its outcome — or that there is none (the run died in between)."""
+    return [{
+        "intent_id": e.intent_id, "lever": e.change.lever, "resource": e.change.resource,
+        "description": e.change.description, "before": e.change.before, "after": e.change.after,
+        "undo": e.change.undo, "plan_hash": e.plan_hash, "flow_run_id": e.flow_run_id, "approvers": e.approvers,
+        "intended_at": e.intended_at.isoformat(),
+        "outcome": e.outcome.outcome if e.outcome else None, "path": e.outcome.path if e.outcome else None,
+        "note": e.outcome.note if e.outcome else "no outcome recorded: the run died between intent and outcome",
+        "outcome_at": e.outcome.at.isoformat() if e.outcome else None,
+    } for e in ChangeLog(connect.database(target, "rp-audit")).entries(incident_id)]
+
+
 def build(target: Target, incident_id: str, evidence: EvidenceStore) -> dict[str, Any]:
     redact = for_target(target).text
     with get_client(sync_client=True) as client:
@@ -67,7 +83,8 @@ def build(target: Target, incident_id: str, evidence: EvidenceStore) -> dict[str
     generated = datetime.now(UTC)
     found = evidence_locations([{"kind": k, "data": d} for k, d in items], evidence.bucket)
     checks = verify_evidence(target, evidence, found)
-    records = chain(items + [("evidence-check", c) for c in checks])
+    changes = change_log_records(target, incident_id)
+    records = chain(items + [("change-log", c) for c in changes] + [("evidence-check", c) for c in checks])
     return {
         "schema": SCHEMA, "incident_id": incident_id, "target": target.name, "generated_at": generated.isoformat(),
         "runs": len(runs), "truncated": len(runs) >= MAX_RUNS, "records": records, "chain_head": head_of(records),

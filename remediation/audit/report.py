@@ -36,6 +36,14 @@ def render(export: dict[str, Any]) -> str:
     approvals = [r["data"] for r in records if r["kind"] == "approval"]
     out += ["", "## Approvals", ""]
     out += [f"### `{a['key']}` (run `{a['flow_run_id'][:8]}`)\n\n{a['data']}\n" for a in approvals] or ["none", ""]
+    changes = [r["data"] for r in records if r["kind"] == "change-log"]
+    out += ["", "## Lever changes (the write-ahead change log)", "",
+            "| intended | lever | resource | before → after | approvers | outcome | at | note |",
+            "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {_cell(c['intended_at'])} | {_cell(c['lever'] + (' (undo)' if c['undo'] else ''))} | "
+            f"{_cell(c['resource'])} | `{_cell(c['before'])}` → `{_cell(c['after'])}` | "
+            f"{_cell(', '.join(c['approvers']))} | {_cell(c['outcome'] or 'NONE')} | {_cell(c['outcome_at'])} | "
+            f"{_cell(c['note'])} |" for c in changes] or ["| none | | | | | | | |"]
     out += ["", "## State changes", ""]
     for run in runs:
         out += [f"### {run['flow']} `{run['id'][:8]}`", "", "| at | state | message |", "|---|---|---|"]

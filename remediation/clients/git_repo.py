@@ -77,6 +77,7 @@ class GitRepo(Protocol):
     def show_patch(self, sha: str, max_chars: int = 100_000) -> str: ...
     def changed_files(self, sha: str) -> list[str]: ...
     def patch_id(self, sha: str) -> str: ...
+    def inverse_patch_id(self, sha: str) -> str: ...
     def message(self, sha: str) -> str: ...
     def parents(self, sha: str) -> list[str]: ...
     def commit(self, rev: str) -> Commit: ...
@@ -156,6 +157,17 @@ class CliGitRepo:
         """The commit's diff identity: the same change re-applied on another parent keeps it, so a
         revert redone after the remote moved can be checked against the one that was approved."""
         diff = self._run(["show", "--format=", "--no-color", "--no-ext-diff", self.resolve(sha), "--"])
+        return self._patch_id(diff, sha)
+
+    def inverse_patch_id(self, sha: str) -> str:
+        """The diff identity of undoing `sha`: what a true revert of it has, whatever its message says."""
+        full = self.resolve(sha)
+        parents = self.parents(full)
+        if len(parents) != 1:
+            raise BadInputError(f"git: {full[:12]} has {len(parents)} parents; only a plain commit has one inverse")
+        return self._patch_id(self._run(["diff", "--no-color", "--no-ext-diff", full, parents[0], "--"]), sha)
+
+    def _patch_id(self, diff: str, sha: str) -> str:
         out = self._run(["patch-id", "--stable"], stdin=diff).split()
         if not out:
             raise ConflictError(f"git: {sha[:12]} has an empty diff")
@@ -209,16 +221,31 @@ class CliGitRepo:
         return self.head()
 
     def find_revert_of(self, sha: str, ref: str = "HEAD") -> Commit | None:
-        """The commit on `ref` that reverts `sha`, unless that revert was itself reverted."""
+        """The commit on `ref` that reverts `sha`, unless that revert was itself reverted.
+
+        A message saying "This reverts commit <sha>" only nominates a candidate: it counts when its
+        diff is exactly the inverse of `sha`'s (same patch-id). Anyone can write the message.
+        """
         full = self.resolve(sha)
         target = self.resolve(ref)
         out = self._run([
             "log", f"--format={_FORMAT}", "--fixed-strings", f"--grep=This reverts commit {full}", target, "--",
         ])
-        for revert in _parse_log(out):  # newest first
-            if self.find_revert_of(revert.sha, target) is None:
+        candidates = _parse_log(out)  # newest first
+        if not candidates:
+            return None
+        inverse = self.inverse_patch_id(full)
+        for revert in candidates:
+            if len(self.parents(revert.sha)) == 1 and self._same_patch(revert.sha, inverse) \
+                    and self.find_revert_of(revert.sha, target) is None:
                 return revert
         return None
+
+    def _same_patch(self, sha: str, patch_id: str) -> bool:
+        try:
+            return self.patch_id(sha) == patch_id
+        except ConflictError:  # an empty commit reverts nothing
+            return False
 
     def push(self, remote: str = "origin", branch: str | None = None) -> None:
         """Fast-forward `remote`'s branch to HEAD. A moved remote raises PushRejectedError; never forced."""

@@ -85,6 +85,8 @@ def age_hours(commit: Commit, now: datetime | None = None) -> float:
 
 def revert_message(plan: RevertPlan, incident_id: str, approver: str | None, reason: str, run_id: str | None) -> str:
     """Subject as `git revert` writes it, then who decided and why (the trailer is added by the client)."""
+    # The reason was refused already if it looked like a trailer; one line, capped, all the same.
+    reason = " ".join(reason.split())[:300]
     return (
         f'Revert "{plan.bad.subject}"\n\n'
         f"Incident: {incident_id}\nApproved-by: {approver or 'nobody'}\nReason: {reason}\n"

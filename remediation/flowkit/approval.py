@@ -1,14 +1,15 @@
-"""Approvals for risky steps: a typed resume form, bound to the exact plan shown, recorded for audit.
+"""Approvals for risky steps: a typed Resume form, bound to the exact plan shown, answered by
+verified people, recorded for audit.
 
-`request_approval` pauses the flow run waiting for typed input (Prefect's
-`pause_flow_run(wait_for_input=...)` mechanism, with our own deadline); the Prefect UI
-renders the form. The server validates an answer against the form's JSON Schema before it
-resumes the run: `plan_hash` is a `const` (pre-filled, shown read-only), `confirm_target` a
-`pattern` that only the target's own name matches (typed by the approver: a `const` would
-render as a disabled, empty input that nobody can fill), the approver a handle. So a wrong
-target, another plan or a bad handle is refused with the run still paused.
-What JSON Schema cannot say (four eyes) is checked after the resume; an invalid answer
-is recorded and the flow pauses again until the step's deadline. A timeout is a "no".
+`request_approval` pauses the run (remediation.flowkit.pause) and shows the form in the Prefect
+UI. The server validates an answer against the form's JSON Schema before it resumes the run:
+`plan_hash` is a `const` (pre-filled, read-only), `confirm_target` a `pattern` only the target's
+name matches, `approver` a handle, `code` six digits. The flow then checks what a schema cannot:
+the approver is a declared person with the approver role, not the run's verified initiator
+(four eyes), not someone who already signed this step off, and their code (or, from the CLI,
+their signature over this very answer) is valid and unused. A step the policy gives N approvals
+pauses again until N distinct people said yes. Anything refused is recorded as `invalid` and
+asked again until the step's deadline; a timeout is a "no".
 """
 
 from __future__ import annotations
@@ -17,61 +18,30 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import pydantic
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
-from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
-from prefect.input.run_input import keyset_from_paused_state
 from prefect.runtime import flow_run
-from prefect.states import Paused, Running, State
-from prefect.utilities.engine import propose_state_sync
 from pydantic import BaseModel, Field
 
 from remediation.domain.plan import plan_hash
+from remediation.flowkit.identity import check_proof, person_for
+from remediation.flowkit.pause import attempt, pause_for_answer, pause_key
+from remediation.target.inventory import HANDLE, Target
 
-__all__ = ["Approval", "ApprovalForm", "confirm_pattern", "request_approval"]
+__all__ = ["Approval", "ApprovalForm", "Signoff", "confirm_pattern", "request_approval", "signed_fields"]
 
 _TARGET_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
-#: How often a paused run checks whether it was resumed (Prefect's default is 10 s).
-POLL_S = 1
-#: The server's own pause deadline is set this much later than ours. Past the server's deadline
-#: Prefect turns any exit from Paused into "Failed: never resumed"; leaving at ours first lets a
-#: timeout end as a clean, recorded "no".
-SERVER_GRACE_S = 120
-
-
-def pause_for_input(form: type[RunInput], *, timeout_s: float, key: str) -> RunInput:
-    """Like `prefect.flow_runs.pause_flow_run(wait_for_input=...)`, but a timeout leaves the run
-    Running (and raises FlowPauseTimeout) instead of letting the server fail it."""
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        raise RuntimeError("approvals can only be requested inside a flow run")
-    run_id = ctx.flow_run.id
-    proposed: State[Any] = Paused(timeout_seconds=int(timeout_s) + SERVER_GRACE_S, reschedule=False, pause_key=key)
-    keyset = keyset_from_paused_state(proposed)
-    proposed.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
-    with get_client(sync_client=True) as client:
-        state = propose_state_sync(client, proposed, flow_run_id=run_id)
-        if state.is_running():  # this pause key was already answered (a retried flow)
-            return cast(RunInput, form.load(keyset))
-        if not state.is_paused():
-            raise RuntimeError(f"the run could not pause for approval: {state}")
-        form.save(keyset)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            time.sleep(POLL_S)
-            current = client.read_flow_run(run_id).state
-            if current is not None and current.is_running():
-                return cast(RunInput, form.load(keyset))
-        back = propose_state_sync(client, Running(), flow_run_id=run_id)
-        if not back.is_running():
-            raise RuntimeError(f"could not leave the pause after the approval deadline: {back}")
-    raise FlowPauseTimeout(f"no decision within {timeout_s:.0f} s")
+#: A reason ends up in commit messages and reports: one line, and nothing git or this tool would read as a
+#: trailer — `Signed-off-by:`-style tokens, the revert commit's own keys, or "This reverts commit".
+_TRAILER = re.compile(
+    r"^\s*([A-Za-z0-9]+(-[A-Za-z0-9]+)+|Incident|Reason|Approved|Signed|Reviewed)\s*:|this reverts commit",
+    re.IGNORECASE)
+Decision = Literal["approve", "reject", "skip", "timeout", "invalid"]
 
 
 class ApprovalForm(RunInput):
@@ -80,10 +50,24 @@ class ApprovalForm(RunInput):
     decision: Literal["approve", "reject", "skip"] = Field(
         description="approve applies the plan shown; reject changes nothing and ends an incident loop; "
                     "skip changes nothing and lets the loop go on (say why)")
-    approver: str = Field(pattern=r"^[A-Za-z0-9_.@+-]{2,80}$", description="your handle, e.g. alice")
-    reason: str = Field(min_length=3, max_length=1000, description="why; it goes into the audit trail")
+    approver: str = Field(pattern=HANDLE, description="your handle as the target declares it, e.g. `lead-bob`")
+    reason: str = Field(pattern=r"^[^\r\n]{3,300}$",
+                        description="why, in one line (3-300 characters); it goes into the audit trail")
+    code: str = Field(default="", pattern=r"^([0-9]{6})?$",
+                      description="the 6-digit code your authenticator shows now (each code counts once)")
+    signature: str = Field(default="", max_length=4000,
+                           description="CLI only, instead of a code: `remediation.cli approve --sign-key` fills it")
     confirm_target: str = Field(description="type the target's name to confirm")
     plan_hash: str = Field(description="the hash of the plan you reviewed (pre-filled)")
+
+
+class Signoff(BaseModel):
+    """One verified person's answer."""
+
+    approver: str
+    verified_by: Literal["totp", "ssh-signature"]
+    reason: str
+    at: datetime
 
 
 class Approval(BaseModel):
@@ -91,7 +75,8 @@ class Approval(BaseModel):
 
     step: str
     target: str
-    decision: Literal["approve", "reject", "skip", "timeout", "invalid"]
+    decision: Decision
+    #: The first approver (or the one who rejected or skipped); all of them are in `signoffs`.
     approver: str | None
     reason: str
     plan_hash: str
@@ -99,10 +84,17 @@ class Approval(BaseModel):
     requested_at: datetime
     decided_at: datetime
     flow_run_id: str | None
+    run_attempt: int = 1
+    required: int = 1
+    signoffs: list[Signoff] = []
 
     @property
     def approved(self) -> bool:
         return self.decision == "approve"
+
+    @property
+    def approvers(self) -> list[str]:
+        return [s.approver for s in self.signoffs]
 
 
 def confirm_pattern(target: str) -> str:
@@ -124,81 +116,116 @@ def _form_for(step: str, target: str, digest: str) -> type[ApprovalForm]:
     return pydantic.create_model(f"Approve_{step.replace('-', '_')}", __base__=ApprovalForm, **fields)
 
 
-def _problem(answer: ApprovalForm, requested_by: str | None, four_eyes: bool) -> str | None:
-    if four_eyes and requested_by and answer.approver.lower() == requested_by.lower():
-        return f"four eyes: {answer.approver} requested this run and cannot approve it"
+def signed_fields(run_id: str, key: str, answer: dict[str, Any]) -> dict[str, str]:
+    """What a CLI signature covers: the answer, the run and the pause it is for (so it counts nowhere else)."""
+    return {"flow_run_id": run_id, "pause": key, **{k: str(answer.get(k, "")) for k in
+            ("decision", "approver", "reason", "confirm_target", "plan_hash")}}
+
+
+def _problem(target: Target, answer: ApprovalForm, requested_by: str | None, signed_off: list[Signoff]) -> str | None:
+    """Why this answer does not count (checked before the second factor, which it would use up)."""
+    if _TRAILER.search(answer.reason):
+        return "the reason looks like a commit trailer (`Signed-off-by: …`, `This reverts commit …`); say it in words"
+    person = person_for(target, answer.approver, "approver")
+    if isinstance(person, str):
+        return person
+    if target.policy.four_eyes and requested_by and answer.approver == requested_by:
+        return f"four eyes: {answer.approver} started this run and cannot approve it"
+    if answer.approver in {s.approver for s in signed_off}:
+        return f"{answer.approver} already approved this step; it needs someone else"
     return None
 
 
 def request_approval(
     *,
     step: str,
-    target: str,
+    target: Target,
     plan: Any,
     summary_markdown: str,
     requested_by: str | None,
-    four_eyes: bool,
     timeout_s: float,
-    pause: Callable[..., Any] = pause_for_input,
+    pause: Callable[..., dict[str, Any] | None] = pause_for_answer,
 ) -> Approval:
-    """Show the plan, pause for a decision, record it. Never raises for a "no"."""
+    """Show the plan, pause until enough verified people decide, record it. Never raises for a "no"."""
     log = get_run_logger()
     digest = plan_hash(plan)
-    form = _form_for(step, target, digest)
+    form = _form_for(step, target.name, digest)
+    required = target.approvals_required(step)
     requested_at = datetime.now(UTC)
     deadline = time.monotonic() + timeout_s
     run_id = str(flow_run.get_id()) if flow_run.get_id() else None
+    record = _Recorder(step, target.name, digest, requested_by, requested_at, run_id, required)
     create_markdown_artifact(
         key=f"plan-{step}", description=f"plan awaiting approval: {step}",
-        markdown=f"{summary_markdown}\n\n**Plan hash**: `{digest}`\n",
+        markdown=f"{summary_markdown}\n\n**Plan hash**: `{digest}`\n\n**Approvals needed**: {required}\n",
     )
-    attempt = 0
-    while True:
+    signed_off: list[Signoff] = []
+    while len(signed_off) < required:
         remaining = int(deadline - time.monotonic())
         if remaining <= 0:
-            return _record(step, target, "timeout", None, "no decision before the deadline", digest,
-                           requested_by, requested_at, run_id)
-        attempt += 1
-        log.info("step %s waits for approval of plan %s (%d s left)", step, digest[:12], remaining)
+            return record("timeout", None, "no decision before the deadline", signed_off)
+        have = f" ({len(signed_off)} of {required}: {', '.join(s.approver for s in signed_off)})" if signed_off else ""
+        log.info("step %s waits for approval of plan %s%s (%d s left)", step, digest[:12], have, remaining)
+        key = pause_key(step, digest)
+        asks = f"Approve **{step}** on `{target.name}`?" + (
+            f" This step needs {required} approvers;{have or ' none yet'}." if required > 1 else "")
         try:
-            answer = pause(
-                form.with_initial_data(
-                    description=f"Approve **{step}** on `{target}`?\n\n{summary_markdown}",
-                    plan_hash=digest,
-                ),
-                timeout_s=remaining, key=f"{step}-{digest[:12]}-{attempt}",
-            )
+            raw = pause(form.with_initial_data(description=f"{asks}\n\n{summary_markdown}", plan_hash=digest),
+                        timeout_s=remaining, key=key)
         except FlowPauseTimeout:
-            return _record(step, target, "timeout", None, "no decision before the deadline", digest,
-                           requested_by, requested_at, run_id)
-        problem = _problem(answer, requested_by, four_eyes)
+            return record("timeout", None, "no decision before the deadline", signed_off)
+        try:
+            answer = form.model_validate(raw or {})
+        except pydantic.ValidationError as exc:
+            why = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+            record("invalid", None, f"answer refused: {why or 'no answer'}", signed_off)
+            log.warning("approval answer refused (%s); asking again", why)
+            continue
+        problem = _problem(target, answer, requested_by, signed_off)
+        method = None
         if problem is None:
-            return _record(step, target, answer.decision, answer.approver, answer.reason, digest,
-                           requested_by, requested_at, run_id)
-        _record(step, target, "invalid", answer.approver, problem, digest, requested_by, requested_at, run_id)
-        log.warning("approval answer refused (%s); asking again", problem)
+            person = target.people[answer.approver]
+            method, problem = check_proof(
+                target, answer.approver, person, code=answer.code or None, signature=answer.signature or None,
+                signed=signed_fields(run_id or "", key, raw or {}), purpose=f"approval:{step}:{digest[:12]}",
+                flow_run_id=run_id)
+        if problem is not None or method is None:
+            record("invalid", answer.approver, problem or "not verified", signed_off)
+            log.warning("approval answer refused (%s); asking again", problem)
+            continue
+        signoff = Signoff(approver=answer.approver, verified_by=method, reason=answer.reason, at=datetime.now(UTC))
+        if answer.decision != "approve":  # one verified "no" (or "skip") decides
+            return record(answer.decision, answer.approver, answer.reason, [*signed_off, signoff])
+        signed_off.append(signoff)
+    return record("approve", signed_off[0].approver, "; ".join(f"{s.approver}: {s.reason}" for s in signed_off),
+                  signed_off)
 
 
-Decision = Literal["approve", "reject", "skip", "timeout", "invalid"]
+class _Recorder:
+    """Writes each decision — final or refused — as a log line and an `approval-<step>` artifact."""
 
+    def __init__(self, step: str, target: str, digest: str, requested_by: str | None, requested_at: datetime,
+                 run_id: str | None, required: int) -> None:
+        self.step, self.target, self.digest = step, target, digest
+        self.requested_by, self.requested_at, self.run_id, self.required = requested_by, requested_at, run_id, required
 
-def _record(
-    step: str, target: str, decision: Decision, approver: str | None, reason: str, digest: str,
-    requested_by: str | None, requested_at: datetime, run_id: str | None,
-) -> Approval:
-    approval = Approval(
-        step=step, target=target, decision=decision, approver=approver,
-        reason=reason, plan_hash=digest, requested_by=requested_by, requested_at=requested_at,
-        decided_at=datetime.now(UTC), flow_run_id=run_id,
-    )
-    get_run_logger().info(
-        "approval %s: step=%s target=%s approver=%s plan=%s reason=%s",
-        decision, step, target, approver, digest[:12], reason,
-    )
-    create_markdown_artifact(
-        key=f"approval-{step}", description=f"approval record: {step} {decision}",
-        markdown="| field | value |\n|---|---|\n" + "\n".join(
-            f"| {k} | {v} |" for k, v in approval.model_dump(mode="json").items()
-        ) + "\n",
-    )
-    return approval
+    def __call__(self, decision: Decision, approver: str | None, reason: str, signoffs: list[Signoff]) -> Approval:
+        approval = Approval(
+            step=self.step, target=self.target, decision=decision, approver=approver, reason=reason,
+            plan_hash=self.digest, requested_by=self.requested_by, requested_at=self.requested_at,
+            decided_at=datetime.now(UTC), flow_run_id=self.run_id, run_attempt=attempt(),
+            required=self.required, signoffs=signoffs,
+        )
+        get_run_logger().info(
+            "approval %s: step=%s target=%s approver=%s plan=%s reason=%s signoffs=%s",
+            decision, self.step, self.target, approver, self.digest[:12], reason,
+            ", ".join(f"{s.approver} ({s.verified_by})" for s in signoffs) or "none",
+        )
+        rows = {k: v for k, v in approval.model_dump(mode="json").items() if k != "signoffs"}
+        rows["signoffs"] = "; ".join(f"{s.approver} ({s.verified_by}, {s.at.isoformat()})" for s in signoffs) or "—"
+        create_markdown_artifact(
+            key=f"approval-{self.step}", description=f"approval record: {self.step} {decision}",
+            markdown="| field | value |\n|---|---|\n" + "\n".join(
+                f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows.items()) + "\n",
+        )
+        return approval

@@ -90,9 +90,8 @@ def approve_until_stable(
         approval = None
         if ask:
             approval = request_approval(
-                step=step, target=target.name, plan=proposal.view, summary_markdown=proposal.summary,
-                requested_by=requested_by, four_eyes=target.policy.four_eyes,
-                timeout_s=timeout_s or target.policy.approval_timeout_s,
+                step=step, target=target, plan=proposal.view, summary_markdown=proposal.summary,
+                requested_by=requested_by, timeout_s=timeout_s or target.policy.approval_timeout_s,
             )
             if not approval.approved:
                 return Verdict(proposal, approval)

@@ -1,4 +1,4 @@
-"""Answer a paused run's approval form through the same API the Prefect UI uses.
+"""Answer a paused run's form — an approval, or "who started this?" — through the same API the Prefect UI uses.
 
 For the on-call CLI (`python -m remediation.cli approve ...`), drills and tests. The
 plan hash is read from the paused run's own form schema, so the answer can only be
@@ -8,7 +8,9 @@ for the plan that run is showing.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
@@ -24,9 +26,14 @@ from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_paused_state
 
+from remediation.errors import BadInputError
+from remediation.flowkit.approval import signed_fields
+from remediation.flowkit.identity import NAMESPACE, answer_message
+from remediation.flowkit.pause import step_of
+
 __all__ = [
-    "alert_capture_run", "answer", "pending_form", "pending_step", "wait_for_final", "wait_for_incident_pause",
-    "wait_for_pause",
+    "alert_capture_run", "answer", "confirm_initiator", "pending_form", "pending_step", "sign", "wait_for_final",
+    "wait_for_incident_pause", "wait_for_pause",
 ]
 
 
@@ -94,13 +101,14 @@ def wait_for_incident_pause(incident_id: str, *, timeout_s: float = 120, poll_s:
 
 
 def pending_step(run: FlowRun) -> str:
-    """The step a paused run asks about (its pause key is `<step>-<plan hash>-<attempt>`)."""
+    """The step a paused run asks about (`verify-initiator` when it asks who started it)."""
     key = (run.state.state_details.pause_key if run.state is not None else None) or ""
-    return key.rsplit("-", 2)[0]
+    return step_of(key)
 
 
 def pending_form(run: FlowRun) -> dict[str, Any]:
-    """The paused run's description and the values its form pins (plan hash, target)."""
+    """The paused run's description, its pause key, and the values its form pins (plan hash, target,
+    the handle an initiator check expects)."""
     assert run.state is not None
     keyset = keyset_from_paused_state(run.state)
     raw: Any = read_flow_run_input(keyset["schema"], flow_run_id=run.id)
@@ -115,10 +123,21 @@ def pending_form(run: FlowRun) -> dict[str, Any]:
         enum = prop.get("enum")
         if enum and len(enum) == 1:
             return str(enum[0])
-        pattern = str(prop.get("pattern", ""))  # confirm_target: ^<target>$ (remediation.flowkit.approval)
-        return pattern[1:-1] if pattern.startswith("^") and pattern.endswith("$") else None
+        pattern = str(prop.get("pattern", ""))  # confirm_target / handle: ^<value>$
+        return pattern[1:-1].replace("\\.", ".") if pattern.startswith("^") and pattern.endswith("$") else None
 
-    return {"plan_hash": pinned("plan_hash"), "target": pinned("confirm_target"), "description": description}
+    return {"kind": "approval" if "decision" in props else "initiator", "key": run.state.state_details.pause_key,
+            "plan_hash": pinned("plan_hash"), "target": pinned("confirm_target"), "handle": pinned("handle"),
+            "description": description}
+
+
+def sign(fields: dict[str, str], key_path: str | Path) -> str:
+    """An SSH signature (`ssh-keygen -Y sign`, namespace rp-approval) over exactly these fields."""
+    done = subprocess.run(["ssh-keygen", "-Y", "sign", "-q", "-f", str(key_path), "-n", NAMESPACE],
+                          input=answer_message(fields), capture_output=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise BadInputError(f"could not sign with {key_path}: {done.stderr.decode(errors='replace').strip()[:300]}")
+    return done.stdout.decode()
 
 
 def answer(
@@ -127,16 +146,41 @@ def answer(
     decision: Literal["approve", "reject", "skip"],
     approver: str,
     reason: str,
+    code: str | None = None,
+    sign_key: str | Path | None = None,
     plan_hash: str | None = None,
     confirm_target: str | None = None,
     wait_s: float = 120,
 ) -> dict[str, Any]:
-    """Approve or reject the pending step. Defaults to the hash and target the run shows."""
+    """Approve, reject or skip the pending step, proved by a TOTP `code` or a signature made with
+    `sign_key`. Defaults to the hash and target the run shows. Returns what was sent (no secrets)."""
     run = wait_for_pause(flow_run_id, timeout_s=wait_s)
     form = pending_form(run)
-    run_input = {
-        "decision": decision, "approver": approver, "reason": reason,
+    if form["kind"] != "approval":
+        raise BadInputError(f"run {flow_run_id} asks who started it, not for an approval: confirm_initiator")
+    run_input: dict[str, Any] = {
+        "decision": decision, "approver": approver, "reason": reason, "code": code or "",
         "plan_hash": plan_hash or form["plan_hash"], "confirm_target": confirm_target or form["target"],
     }
+    if sign_key is not None:
+        run_input["signature"] = sign(signed_fields(str(flow_run_id), form["key"], run_input), sign_key)
     resume_flow_run(flow_run_id, run_input=run_input)
-    return {"flow_run_id": str(flow_run_id), **run_input}
+    return {"flow_run_id": str(flow_run_id), "step": step_of(form["key"]),
+            **{k: v for k, v in run_input.items() if k not in ("code", "signature")},
+            "proof": "ssh-signature" if sign_key is not None else "totp"}
+
+
+def confirm_initiator(flow_run_id: UUID, *, handle: str, code: str | None = None,
+                      sign_key: str | Path | None = None, wait_s: float = 120) -> dict[str, Any]:
+    """Answer a risky run's "who started this?" pause as `handle`."""
+    run = wait_for_pause(flow_run_id, timeout_s=wait_s)
+    form = pending_form(run)
+    if form["kind"] != "initiator":
+        raise BadInputError(f"run {flow_run_id} waits for an approval, not for its initiator: answer")
+    run_input: dict[str, Any] = {"handle": handle, "code": code or ""}
+    if sign_key is not None:
+        run_input["signature"] = sign({"flow_run_id": str(flow_run_id), "pause": form["key"], "handle": handle},
+                                      sign_key)
+    resume_flow_run(flow_run_id, run_input=run_input)
+    return {"flow_run_id": str(flow_run_id), "handle": handle,
+            "proof": "ssh-signature" if sign_key is not None else "totp"}

@@ -27,6 +27,7 @@ __all__ = [
     "GatewayConfig",
     "GitConfig",
     "HostConfig",
+    "Person",
     "Policy",
     "Target",
     "list_targets",
@@ -132,9 +133,50 @@ class PrometheusConfig(_Strict):
 #: and the ledger gets `adjustment` rows up to them.
 
 
+Role = Literal["approver", "incident-commander", "on-call"]
+HANDLE = r"^[a-z][a-z0-9._-]{1,62}$"
+_PUBLIC_KEY = r"^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+( \S+)?$"
+
+
+class Person(_Strict):
+    """Someone who may start risky runs or approve their steps, and how they prove it is them.
+
+    `totp` is their RFC 6238 secret (base32), by reference: they type the 6-digit code in the
+    Prefect UI's forms. `ssh_public_key` / `ssh_public_key_file` lets them sign an answer from the
+    CLI instead (`ssh-keygen -Y sign`, namespace `rp-approval`).
+    """
+
+    name: str = ""
+    roles: list[Role] = Field(default=["approver"], min_length=1)
+    totp: SecretRef
+    ssh_public_key: str | None = Field(default=None, pattern=_PUBLIC_KEY)
+    ssh_public_key_file: Path | None = None
+
+    @field_validator("ssh_public_key_file")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_absolute():
+            raise ValueError("ssh_public_key_file must be an absolute path")
+        return v
+
+    def public_key(self) -> str | None:
+        """The person's SSH public key, read late (a file may be written after the inventory is loaded)."""
+        if self.ssh_public_key:
+            return self.ssh_public_key
+        if self.ssh_public_key_file is not None and self.ssh_public_key_file.is_file():
+            return self.ssh_public_key_file.read_text().strip()
+        return None
+
+
 class Policy(_Strict):
-    #: The approver must differ from whoever requested the run.
+    #: The approver must differ from whoever requested the run (the verified initiator).
     four_eyes: bool = True
+    #: Distinct verified approvers each risky step needs, unless `approvals_required_for` names the step.
+    approvals_required: int = Field(default=1, ge=1, le=5)
+    #: Per step (e.g. `contain-platform-freeze = 2`): the broadest levers can ask for more people.
+    approvals_required_for: dict[str, int] = {}
+    #: A risky run (not a dry run) starts by asking its initiator to prove who they are.
+    verify_initiator: bool = True
     approval_timeout_s: Seconds = 900.0
     #: Levers that pause for approval even though they are scoped (freeze and ingress block always do).
     approve_deposit_halt: bool = True
@@ -170,6 +212,8 @@ class Target(_Strict):
     policy: Policy = Policy()
     #: Where the respond flow posts status updates (SEV1/SEV2: every 30 min and at each state change).
     notifications: NotificationsConfig | None = None
+    #: The people who may start risky runs and approve their steps, by handle.
+    people: dict[str, Person] = {}
     #: What capture-evidence collects, by profile name; `default` always exists.
     evidence_profiles: Annotated[dict[str, EvidenceProfile], AfterValidator(_profiles)] = Field(
         default_factory=lambda: {"default": EvidenceProfile()}
@@ -184,6 +228,9 @@ class Target(_Strict):
         return v
 
     def model_post_init(self, _: object) -> None:
+        bad_handles = sorted(h for h in self.people if not re.fullmatch(HANDLE, h))
+        if bad_handles:
+            raise ValueError(f"people handles must match {HANDLE}: {bad_handles}")
         unknown = sorted(set(self.synthetic_players) - set(self.brands))
         if unknown:
             raise ValueError(f"synthetic_players names brands not in brands: {unknown}")
@@ -193,6 +240,9 @@ class Target(_Strict):
     @property
     def deploy_host(self) -> HostConfig:
         return self.hosts[self.git.deploy_host]
+
+    def approvals_required(self, step: str) -> int:
+        return self.policy.approvals_required_for.get(step, self.policy.approvals_required)
 
 
 def _path_for(name_or_path: str | Path) -> Path:

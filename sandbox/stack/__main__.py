@@ -1,4 +1,4 @@
-"""`python -m sandbox.stack up|down|status|env|restart-gateway|fault ...`"""
+"""`python -m sandbox.stack up|down|status|env|restart-gateway|fault ...|totp <handle>`"""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import json
 import shlex
 import sys
+import time
 
+from sandbox.stack import people
 from sandbox.stack.core import Stack
 from sandbox.stack.prefect_server import prefect_client_env
 
@@ -22,11 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help="print shell exports for the sandbox target and the local Prefect API")
     sub.add_parser("restart-gateway", help="the deploy host's rebuild: restart the gateway from its checkout")
     fault = sub.add_parser("fault", help="process and release faults (DB faults: python -m sandbox.faults)")
-    fault.add_argument("name", choices=["admin-down", "bad-deploy"])
+    fault.add_argument("name", choices=["admin-down", "admin-slow-write", "bad-deploy"])
     fault.add_argument("state", choices=["on", "off"])
+    totp = sub.add_parser("totp", help="a sandbox person's current 6-digit code (their authenticator app)")
+    totp.add_argument("handle", choices=sorted(people.PEOPLE))
     args = parser.parse_args(argv)
 
     stack = Stack()
+    if args.cmd == "totp":
+        info = stack.loaded_info()
+        code = people.current_code(args.handle, {people.env_name(h): v.get_secret_value()
+                                                 for h, v in info.totp_secrets.items()})
+        left = 30 - int(time.time()) % 30
+        print(f"{code}  ({args.handle}; valid for {left} more s, and once)")
+        return 0
     if args.cmd == "up":
         stack.up(with_prefect=not args.no_prefect, with_worker=not args.no_worker)
         print(f"Prefect UI: http://127.0.0.1:{stack.settings.prefect_port}")
@@ -48,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "fault":
         if args.name == "admin-down":
             stack.admin_down(args.state == "on")
+        elif args.name == "admin-slow-write":
+            stack.admin_slow_write(args.state == "on")
         elif args.state == "on":
             print(stack.bad_deploy())
         else:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from sandbox.admin import SLOW_WRITE_FILE
 from sandbox.config import ROLES, SandboxSettings
 from sandbox.release_faults import bad_deploy_patch
+from sandbox.stack import people
 from sandbox.stack.host import DeployHost
 from sandbox.stack.info import StackInfo
 from sandbox.stack.postgres import PostgresCluster
@@ -123,6 +125,7 @@ class Stack:
         self.s3.ensure_bucket(S3_BUCKET, self.secrets["s3_access_key"], self.secrets["s3_secret_key"])
         log("deploy host: preparing servers_v2")
         self.host.create()
+        people.ensure_keys(self.home)
         runner = self.services(platform_dsn)
         for name in SERVICES:
             log(f"sandbox {name}: starting")
@@ -215,6 +218,7 @@ class Stack:
             s3_region=S3_REGION, s3_access_key=SecretStr(self.secrets["s3_access_key"]),
             s3_secret_key=SecretStr(self.secrets["s3_secret_key"]),
             prefect_api_url=self.prefect.api_url,
+            totp_secrets={h: SecretStr(self.secrets[f"totp_{h}"]) for h in people.PEOPLE},
         )
 
     # --- process and release faults --------------------------------------------------------
@@ -227,6 +231,15 @@ class Stack:
     def admin_down(self, down: bool) -> None:
         runner = self.services(self.loaded_info().platform_dsn.get_secret_value())
         runner.stop("admin") if down else runner.start("admin")
+
+    def admin_slow_write(self, on: bool, delay_s: float = 30) -> None:
+        """The admin service commits a write, then holds its answer back `delay_s` (sandbox/admin.py)."""
+        path = self.home / SLOW_WRITE_FILE
+        if on:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(delay_s))
+        else:
+            path.unlink(missing_ok=True)
 
     def bad_deploy(self) -> str:
         """Push a bad commit and deploy it the way the host's pipeline does: pull, rebuild."""
@@ -244,7 +257,8 @@ class Stack:
 
 
 def _later_secrets() -> dict[str, str]:
-    return {"alert_token": secrets.token_urlsafe(24), "sentry_client_secret": secrets.token_urlsafe(24)}
+    return {"alert_token": secrets.token_urlsafe(24), "sentry_client_secret": secrets.token_urlsafe(24),
+            **people.make_totp_secrets()}
 
 
 def _os_environ() -> dict[str, str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from sandbox.stack import people
+
 
 class StackInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -49,6 +51,9 @@ class StackInfo(BaseModel):
     # Prefect
     prefect_api_url: str
 
+    # People's authenticator secrets (handle -> TOTP base32), as the inventory's references name them
+    totp_secrets: dict[str, SecretStr] = {}
+
     def env(self) -> dict[str, str]:
         """Environment variables the committed sandbox inventory's secret references name."""
         return {
@@ -57,6 +62,7 @@ class StackInfo(BaseModel):
             "RP_SANDBOX_S3_ACCESS_KEY": self.s3_access_key.get_secret_value(),
             "RP_SANDBOX_S3_SECRET_KEY": self.s3_secret_key.get_secret_value(),
             "RP_SANDBOX_STATUS_WEBHOOK": f"{self.admin_url}/hooks/status",
+            **{people.env_name(h): v.get_secret_value() for h, v in self.totp_secrets.items()},
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
@@ -65,6 +71,7 @@ class StackInfo(BaseModel):
         for name in ("platform_dsn", "superuser_dsn", "prefect_db_url", "s3_access_key", "s3_secret_key"):
             data[name] = getattr(self, name).get_secret_value()
         data["admin_tokens"] = {k: v.get_secret_value() for k, v in self.admin_tokens.items()}
+        data["totp_secrets"] = {k: v.get_secret_value() for k, v in self.totp_secrets.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))

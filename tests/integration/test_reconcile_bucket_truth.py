@@ -14,14 +14,14 @@ import pytest
 
 from remediation.clients.database import PsycopgDatabase
 from remediation.domain.reconcile import ReconcilePlan, Scope, adjustment_ref
-from remediation.flowkit.resume import answer, wait_for_incident_pause
+from remediation.flowkit.resume import wait_for_incident_pause
 from remediation.target.inventory import load_target
 from sandbox.faults import drift_on
 from sandbox.stack.info import StackInfo
 from sandbox.traffic import seeded_players
 from tasks.database.ledger import plan_from
 from tasks.database.ledger_apply import APPLICATION, apply_plan
-from tests.integration.flow_runs import incident
+from tests.integration.flow_runs import LEAD, ONCALL, answer, incident
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +172,7 @@ def test_the_flow_says_who_is_left_for_a_person_and_does_not_call_that_clean(
     drifted = {d["player_id"]: d["drift"] for d in drift_on(dsn, 2, 450, seed=51)}
     inc = incident()
 
-    dry = flow_module.reconcile(incident_id=inc, initiated_by="alice", dry_run=True, return_state=True)
+    dry = flow_module.reconcile(incident_id=inc, initiated_by=ONCALL, dry_run=True, return_state=True)
     out = dry.result()
     assert dry.is_completed() and out["outcome"] == "dry-run"
     assert {c["player_id"]: c["after"] - c["before"] for c in out["corrections"]} == drifted
@@ -182,11 +182,11 @@ def test_the_flow_says_who_is_left_for_a_person_and_does_not_call_that_clean(
     # Approved and applied through the flow: the drift is booked to the ledger, the lost bucket is not.
     outcome: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: outcome.update(state=flow_module.reconcile(
-        incident_id=inc, initiated_by="alice", dry_run=False, approval_timeout_s=120, return_state=True)))
+        incident_id=inc, initiated_by=ONCALL, dry_run=False, approval_timeout_s=120, return_state=True)))
     worker.start()
     try:
         paused = wait_for_incident_pause(inc, timeout_s=120)
-        answer(paused.id, decision="approve", approver="bob", reason="bucket-truth drill")
+        answer(paused.id, decision="approve", approver=LEAD, reason="bucket-truth drill")
     finally:
         worker.join(timeout=120)
     applied = outcome["state"]
@@ -203,7 +203,7 @@ def test_the_flow_says_who_is_left_for_a_person_and_does_not_call_that_clean(
 
     # Only the lost bucket left: nothing this tool may write, and the run fails saying so (no approval asked).
     ledger_rows = _q(dsn, "SELECT count(*) FROM ledger")
-    run = flow_module.reconcile(incident_id=inc, initiated_by="alice", dry_run=False, return_state=True)
+    run = flow_module.reconcile(incident_id=inc, initiated_by=ONCALL, dry_run=False, return_state=True)
     assert run.is_failed() and f"nothing applied: 1 player(s) left for a person, not corrected ({lost})" in (
         run.message or "")
     assert run.result(raise_on_failure=False)["outcome"] == "needs-human"

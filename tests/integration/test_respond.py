@@ -10,11 +10,11 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterTags
 
-from remediation.flowkit.resume import answer, pending_step, wait_for_incident_pause
+from remediation.flowkit.resume import pending_step, wait_for_incident_pause
 from sandbox import db, faults
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
-from tests.integration.flow_runs import finish, incident, result, start
+from tests.integration.flow_runs import LEAD, ONCALL, answer, confirm_initiator, finish, incident, result, start
 
 pytestmark = pytest.mark.integration
 RESPOND = "respond/respond"
@@ -44,8 +44,11 @@ def _decide(inc: str, decisions: dict[str, str], expect: int) -> list[str]:
             continue
         seen.add(key)
         step = pending_step(run)
+        if step == "verify-initiator":
+            confirm_initiator(run.id)
+            continue
         decision = decisions.get(step.split("-")[0], "approve")
-        answer(run.id, decision=decision, approver="bob", reason=f"drill: {decision} {step}")  # type: ignore[arg-type]
+        answer(run.id, decision=decision, approver=LEAD, reason=f"drill: {decision} {step}")
         steps.append(step)
     return steps
 
@@ -58,7 +61,7 @@ def test_sev1_loop_on_a_bad_deploy_with_drift_ends_all_clear(
     drifted = faults.drift_on(dsn, players=3, amount=1500, seed=7)
     inc = incident()
     run_id = start(RESPOND, incident_id=inc, severity="SEV1", title="deposits failing after a deploy",
-                   impact="health 500 and drifted balances", initiated_by="alice", dry_run=False,
+                   impact="health 500 and drifted balances", initiated_by=ONCALL, dry_run=False,
                    status_interval_s=5, contain_lever="deposit-halt", approval_timeout_s=300)
     steps = _decide(inc, {}, expect=4)
     assert steps == ["contain-deposit-halt", "rollback", "reconcile", "recover"]
@@ -91,7 +94,7 @@ def test_sev1_loop_on_a_bad_deploy_with_drift_ends_all_clear(
     postmortem = _artifact(f"postmortem-{inc.lower()}")
     assert postmortem.startswith("# Postmortem: SEV1 deposits failing after a deploy")
     assert "## Timeline (UTC)" in postmortem and f"reverted `{bad[:12]}`" in postmortem
-    assert "approval approve: rollback by bob" in postmortem and "all-clear" in postmortem
+    assert f"approval approve: rollback by {LEAD}" in postmortem and "all-clear" in postmortem
     assert "Postmortem due:" in postmortem and "5 business days" in postmortem
     assert "Failed" not in postmortem and "failed" not in posts[-1]
 
@@ -101,7 +104,7 @@ def test_a_skipped_step_goes_on_and_a_rejected_one_ends_the_loop_with_the_system
 ) -> None:
     inc = incident()
     remote_before = release.host.head()
-    run_id = start(RESPOND, incident_id=inc, severity="SEV2", title="suspicious deposits", initiated_by="alice",
+    run_id = start(RESPOND, incident_id=inc, severity="SEV2", title="suspicious deposits", initiated_by=ONCALL,
                    dry_run=False, contain_lever="platform-freeze", approval_timeout_s=300)
     # Nothing was deployed lately: the last deploy is two days old, so rollback asks for a policy override.
     steps = _decide(inc, {"contain": "skip", "rollback": "reject"}, expect=2)
@@ -113,10 +116,10 @@ def test_a_skipped_step_goes_on_and_a_rejected_one_ends_the_loop_with_the_system
     assert [(s["step"], s["outcome"]) for s in out["steps"]] == [
         ("snapshot-context", "completed"), ("capture-evidence", "completed"), ("contain", "skipped"),
         ("rollback", "reject")]
-    assert out["steps"][2]["message"] == "skipped by bob: drill: skip contain-platform-freeze"
+    assert out["steps"][2]["message"] == f"skipped by {LEAD}: drill: skip contain-platform-freeze"
     token = stack.admin_tokens["viewer"].get_secret_value()
     freeze = httpx.get(f"{stack.admin_url}/api/v1/maintenance", headers={"Authorization": f"Bearer {token}"}).json()
     assert freeze["is_active"] is False and release.host.head() == remote_before
     postmortem = _artifact(f"postmortem-{inc.lower()}")
-    assert "loop ended at rollback: reject by bob" in postmortem
-    assert "approval skip: contain-platform-freeze by bob" in postmortem
+    assert f"loop ended at rollback: reject by {LEAD}" in postmortem
+    assert f"approval skip: contain-platform-freeze by {LEAD}" in postmortem

@@ -16,14 +16,13 @@ import pytest
 from flows.rollback import rollback
 from remediation.clients.git_repo import CliGitRepo
 from remediation.errors import BadInputError, ConflictError, HostKeyError
-from remediation.flowkit.resume import answer
 from remediation.target.inventory import Target, load_target
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from tasks.gateway import wait_for_health
 from tasks.git import plan_revert, push_revert
 from tasks.host import get_deployed_revision, rebuild_on_host, release_failure_evidence
-from tests.integration.flow_runs import finish, incident, result, start
+from tests.integration.flow_runs import LEAD, ONCALL, answer, finish, incident, result, start
 
 pytestmark = pytest.mark.integration
 ROLLBACK = "rollback/rollback"
@@ -60,24 +59,24 @@ def test_bad_deploy_is_reverted_rebuilt_and_verified_and_a_rerun_changes_nothing
     assert why["host_head"] == bad and why["log_tail"]
 
     inc = incident()
-    run_id = start(ROLLBACK, incident_id=inc, initiated_by="alice", dry_run=False, health_deadline_s=60)
-    decision = answer(run_id, decision="approve", approver="bob", reason="bad deploy under 24 h old")
+    run_id = start(ROLLBACK, incident_id=inc, initiated_by=ONCALL, dry_run=False, health_deadline_s=60)
+    decision = answer(run_id, decision="approve", approver=LEAD, reason="bad deploy under 24 h old")
     run = finish(run_id, timeout_s=240)
     out = result(run)
     assert run.state is not None and run.state.is_completed(), run.state and run.state.message
     assert out["plan"]["bad"]["sha"] == bad and out["plan"]["from_last_deploy"]
     assert out["plan"]["files"] == ["VERSION", "gateway_hooks.py"]
-    assert out["approval"]["approver"] == "bob" and out["approval"]["plan_hash"] == decision["plan_hash"]
+    assert out["approval"]["approver"] == LEAD and out["approval"]["plan_hash"] == decision["plan_hash"]
     revert = out["revert"]["sha"]
     assert _remote_head(release) == revert == release.host.head()
     message = _git(release.host.remote, "show", "-s", "--format=%B", revert)
-    assert inc in message and "Approved-by: bob" in message and f"This reverts commit {bad}." in message
+    assert inc in message and f"Approved-by: {LEAD}" in message and f"This reverts commit {bad}." in message
     assert out["rebuild"]["host_head"] == revert and out["rebuild"]["commands"][0]["exit_code"] == 0
     assert out["health"]["ok"] and _health(stack).json()["release"] == revert
     assert out["verify"]["ok"], out["verify"]
 
     # Run again: already reverted and deployed, so nothing is reverted, pushed or rebuilt.
-    state = rollback(incident_id=inc, initiated_by="alice", dry_run=False, verify=False, return_state=True)
+    state = rollback(incident_id=inc, initiated_by=ONCALL, dry_run=False, verify=False, return_state=True)
     again = cast(dict[str, Any], state.result())
     assert again["outcome"] == "already-reverted" and again["plan"]["state"] == "reverted-and-deployed"
     assert "revert" not in again and "rebuild" not in again and again["health"]["ok"]
@@ -174,7 +173,7 @@ def test_injection_in_any_parameter_fails_validation_before_the_run_body(
     stack: StackInfo, release: Stack, params: dict[str, str],
 ) -> None:
     before = (_remote_head(release), release.host.head())
-    state = rollback(**{"incident_id": incident(), "initiated_by": "alice", "dry_run": False, **params},
+    state = rollback(**{"incident_id": incident(), "initiated_by": ONCALL, "dry_run": False, **params},
                      return_state=True)
     assert state.is_failed() and "alidation" in str(state.message)
     assert (_remote_head(release), release.host.head()) == before
@@ -182,7 +181,7 @@ def test_injection_in_any_parameter_fails_validation_before_the_run_body(
 
 def test_a_commit_older_than_the_policy_gets_a_forward_fix_recommendation(stack: StackInfo, release: Stack) -> None:
     old = _git(release.host.remote, "rev-parse", "main")  # the seeded history is two days old
-    state = rollback(incident_id=incident(), initiated_by="alice", bad_commit=old, return_state=True)
+    state = rollback(incident_id=incident(), initiated_by=ONCALL, bad_commit=old, return_state=True)
     assert state.is_completed() and "forward fix recommended" in str(state.message)
     out = cast(dict[str, Any], state.result())
     assert out["plan"]["bad_age_hours"] > 24 and out["outcome"] == "dry-run"
@@ -219,3 +218,25 @@ def test_a_wrong_host_key_is_refused_before_any_command(stack: StackInfo, releas
     with pytest.raises(HostKeyError, match="does not match"):
         rebuild_on_host(target, head)
     assert release.host.head() == head
+
+
+def test_a_fake_revert_trailer_is_reverted_like_any_other_bad_commit(
+    scratch_remote: tuple[Target, Path, str], tmp_path: Path,
+) -> None:
+    """Anyone can write "This reverts commit <sha>" in a message: only a diff that undoes it counts."""
+    target, remote, bad = scratch_remote
+    work = tmp_path / "fake"
+    _git(tmp_path, "clone", "-q", str(remote), str(work))
+    (work / "gateway_hooks.py").write_text("raise RuntimeError('broken')\n")
+    _git(work, "add", ".")
+    _git(work, "-c", "user.name=Dev", "-c", "user.email=d@example.test", "commit", "-qm",
+         f'Revert "bump version"\n\nThis reverts commit {bad}.')
+    _git(work, "push", "-q", "origin", "main")
+    fake = _git(work, "rev-parse", "HEAD")
+
+    # The deployed commit claims to revert `bad`: it is the bad commit itself, to be reverted.
+    plan = plan_revert(target, None, fake)
+    assert plan.bad.sha == fake and plan.state == "to-revert" and plan.existing_revert is None
+    # Asked for `bad` directly: its "revert" is not one, so `bad` is still to revert.
+    plan = plan_revert(target, bad, fake)
+    assert plan.bad.sha == bad and plan.state == "to-revert" and plan.existing_revert is None

@@ -143,17 +143,26 @@ class PrefectUI:
             self.page.reload()
             expect(self.page.locator(".state-badge").first).to_be_visible()
 
-    def open_resume_form(self) -> Locator:
+    def open_resume_form(self, asks: str = "Decision") -> Locator:
+        """The Resume dialog, once its form shows the `asks` field (Decision for an approval, Handle for
+        "who started this run")."""
         self.page.get_by_role("button", name="Resume", exact=True).click()
         dialog = self.page.get_by_role("dialog")
-        expect(dialog.get_by_text("Decision", exact=True)).to_be_visible()
+        expect(dialog.get_by_text(asks, exact=True)).to_be_visible()
         return dialog
 
-    def answer(self, dialog: Locator, *, decision: str, approver: str, reason: str, confirm: str) -> None:
+    def answer(self, dialog: Locator, *, decision: str, approver: str, reason: str, confirm: str,
+               code: str) -> None:
         self.choose("Decision", decision, within=dialog)
         self.fill("Approver", approver, within=dialog)
         self.fill("Reason", reason, within=dialog)
+        self.fill("Code", code, within=dialog)
         self.fill("Confirm Target", confirm, within=dialog)
+
+    def confirm_initiator(self, dialog: Locator, *, handle: str, code: str) -> None:
+        expect(dialog).to_contain_text(f"started as {handle}")
+        self.fill("Handle", handle, within=dialog)
+        self.fill("Code", code, within=dialog)
 
     def submit_answer(self, dialog: Locator) -> None:
         dialog.get_by_role("button", name="Submit", exact=True).click()

@@ -16,10 +16,11 @@ import httpx
 import pytest
 from prefect.client.orchestration import get_client
 
-from remediation.flowkit.resume import wait_for_pause
+from remediation.flowkit.resume import pending_step, wait_for_pause
+from sandbox.stack import people
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
-from tests.integration.flow_runs import result, start
+from tests.integration.flow_runs import LEAD, ONCALL, SRE, result, start
 from tests.ui.conftest import Incidents
 from tests.ui.prefect_ui import PrefectUI
 
@@ -60,6 +61,44 @@ def _run(run_id: UUID) -> Any:
         return client.read_flow_run(run_id)
 
 
+_USED: set[str] = set()
+
+
+def _code(handle: str) -> str:
+    """What the person's authenticator shows now — a code no earlier answer used (each counts once)."""
+    return people.wait_for_fresh_code(handle, _USED)
+
+
+def _wrong_code(handle: str) -> str:
+    right = people.current_code(handle)
+    return "000000" if right != "000000" else "111111"
+
+
+def _wait_for_step(ui: PrefectUI, run_id: UUID, step: str, not_key: str | None = None) -> str:
+    """Until the run pauses at `step` (a new pause, not `not_key`); then the run page, reloaded. Its key."""
+    import time
+
+    deadline = time.monotonic() + 180
+    while True:
+        run = _off_loop(wait_for_pause, run_id, timeout_s=180)
+        key = run.state.state_details.pause_key
+        if pending_step(run) == step and key != not_key:
+            break
+        assert time.monotonic() < deadline, f"run {run_id} never paused at {step}"
+        time.sleep(0.5)
+    ui.open_run(run_id)
+    ui.wait_for_state("Paused")
+    return str(key)
+
+
+def _confirm_initiator(ui: PrefectUI, run_id: UUID, handle: str = ONCALL, doc: str | None = None) -> None:
+    _wait_for_step(ui, run_id, "verify-initiator")
+    dialog = ui.open_resume_form(asks="Handle")
+    ui.confirm_initiator(dialog, handle=handle, code=_code(handle))
+    ui.shot("who started this run", element=dialog, doc=doc)
+    ui.submit_answer(dialog)
+
+
 def test_contain_started_from_the_run_form_refuses_bad_answers_then_applies_on_approval(
     ui: PrefectUI, stack: StackInfo, deployments: list[str], reset_platform: StackInfo, incidents: Incidents,
 ) -> None:
@@ -75,19 +114,21 @@ def test_contain_started_from_the_run_form_refuses_bad_answers_then_applies_on_a
     assert "Finance maintenance" in lever_help
     ui.fill("incident_id", inc)
     ui.choose("lever", "deposit-halt")
-    ui.fill("initiated_by", "alice")
+    ui.fill("initiated_by", ONCALL)
     ui.toggle("dry_run", False)
     ui.shot("run form filled", full_page=True)
     ui.shot("run form", doc="01-contain-run-form")
     run_id = ui.submit_run()
 
-    ui.wait_for_state("Paused")
-    ui.shot("paused for approval", doc="02-contain-paused")
+    # A risky run first asks the one who started it to prove it: handle and authenticator code.
+    _confirm_initiator(ui, run_id, doc="02-confirm-initiator")
+    approval_key = _wait_for_step(ui, run_id, "contain-deposit-halt")
     dialog = ui.open_resume_form()
     shown = dialog.inner_text()
     assert "DEPOSIT_MAINTENANCE_STATUS" in shown and "admin API" in shown and "SQL fallback" in shown
     assert "withdrawals, bets and settles" in shown
-    ui.answer(dialog, decision="approve", approver="bob", reason="deposits failing since 03:10", confirm="production")
+    ui.answer(dialog, decision="approve", approver=LEAD, reason="deposits failing since 03:10", confirm="production",
+              code=_wrong_code(LEAD))
     ui.shot("wrong target typed", element=dialog)
     ui.submit_answer(dialog)
     refused = ui.toast()
@@ -96,12 +137,19 @@ def test_contain_started_from_the_run_form_refuses_bad_answers_then_applies_on_a
     assert _run(run_id).state.is_paused() and _deposit_halt(stack) == "0"
 
     ui.fill("Confirm Target", "sandbox", within=dialog)
-    ui.fill("Approver", "bob smith", within=dialog)  # not a handle
+    ui.fill("Approver", "lead bob", within=dialog)  # not a handle
     ui.submit_answer(dialog)
     assert "approver" in ui.toast()
     assert _run(run_id).state.is_paused() and _deposit_halt(stack) == "0"
 
-    ui.fill("Approver", "bob", within=dialog)
+    # A well-formed answer with a wrong code passes the form, but the run refuses it and asks again.
+    ui.fill("Approver", LEAD, within=dialog)
+    ui.submit_answer(dialog)
+    approval_key = _wait_for_step(ui, run_id, "contain-deposit-halt", not_key=approval_key)
+    assert _deposit_halt(stack) == "0"
+    dialog = ui.open_resume_form()
+    ui.answer(dialog, decision="approve", approver=LEAD, reason="deposits failing since 03:10", confirm="sandbox",
+              code=_code(LEAD))
     ui.wait_for_toasts_to_go()
     ui.shot("answer ready", element=dialog, doc="04-approve-in-resume-form")
     ui.submit_answer(dialog)
@@ -110,13 +158,15 @@ def test_contain_started_from_the_run_form_refuses_bad_answers_then_applies_on_a
     assert run.state.message == "deposit-halt applied via admin-api; verified", run.state.message
     assert _deposit_halt(stack) == "1"
     out = _result(run)
-    assert out["verification"]["ok"] and out["approval"]["approver"] == "bob"
+    assert out["verification"]["ok"]
+    assert out["approval"]["approver"] == LEAD and out["approval"]["signoffs"][0]["verified_by"] == "totp"
+    assert out["initiator"] == {**out["initiator"], "handle": ONCALL, "verified_by": "totp"}
 
     keys = ui.artifact_keys()
     assert {"plan-contain-deposit-halt", "approval-contain-deposit-halt", f"changes-{inc.lower()}"} <= set(keys), keys
     ui.shot("artifacts", doc="05-run-artifacts")
-    record = ui.open_artifact("approval-contain-deposit-halt", showing="requested_by")
-    assert "bob" in record and "approve" in record and "deposits failing since 03:10" in record
+    record = ui.open_artifact("approval-contain-deposit-halt", showing="signoffs")
+    assert f"{LEAD} (totp" in record and "approve" in record and "deposits failing since 03:10" in record
     ui.shot("approval record")
 
 
@@ -124,18 +174,20 @@ def test_reject_from_the_resume_form_changes_nothing(
     ui: PrefectUI, stack: StackInfo, deployments: list[str], reset_platform: StackInfo, incidents: Incidents,
 ) -> None:
     inc = incidents.new()
-    run_id = _start("contain/contain", incident_id=inc, lever="platform-freeze", initiated_by="alice", dry_run=False)
-    ui.open_run(run_id)
-    ui.wait_for_state("Paused")
+    run_id = _start("contain/contain", incident_id=inc, lever="platform-freeze", initiated_by=ONCALL, dry_run=False)
+    _confirm_initiator(ui, run_id)
+    _wait_for_step(ui, run_id, "contain-platform-freeze")
     dialog = ui.open_resume_form()
-    assert "PUT /api/v1/maintenance" in dialog.inner_text()
-    ui.answer(dialog, decision="reject", approver="bob", reason="only deposits are affected", confirm="sandbox")
+    shown = dialog.inner_text()
+    assert "PUT /api/v1/maintenance" in shown and "needs 2 approvers" in shown
+    ui.answer(dialog, decision="reject", approver=LEAD, reason="only deposits are affected", confirm="sandbox",
+              code=_code(LEAD))
     ui.shot("reject", element=dialog)
     ui.submit_answer(dialog)
     ui.wait_for_state("Completed")
     ui.shot("rejected run")
     run = _run(run_id)
-    assert run.state.message.startswith("not applied: reject by bob"), run.state.message
+    assert run.state.message.startswith(f"not applied: reject by {LEAD}"), run.state.message
     assert _admin_get(stack, "/api/v1/maintenance")["is_active"] is False
     assert "approval-contain-platform-freeze" in ui.artifact_keys()
 
@@ -149,16 +201,17 @@ def test_skip_in_respond_from_the_resume_form_lets_the_loop_go_on(
     release.reset_release()
     inc = incidents.new()
     respond_id = _start("respond/respond", incident_id=inc, severity="SEV2", title="suspicious deposits",
-                       initiated_by="alice", dry_run=False, contain_lever="platform-freeze", approval_timeout_s=300)
-    ui.open_run(respond_id)
+                       initiated_by=ONCALL, dry_run=False, contain_lever="platform-freeze", approval_timeout_s=300)
+    _confirm_initiator(ui, respond_id)  # once: every step of the loop trusts it
     # The on-call follows the loop from its run page to the step that waits: Subflow Runs.
-    for step, reason in (("contain", "the freeze is too broad for this"), ("rollback", "no deploy in the last 24 h")):
-        wait_for_pause(_paused_subflow(inc, step), timeout_s=180)
+    for step, reason, who in (("contain", "the freeze is too broad for this", LEAD),
+                              ("rollback", "no deploy in the last 24 h", SRE)):
+        _off_loop(wait_for_pause, _paused_subflow(inc, step), timeout_s=180)
         ui.open_run(respond_id)
         ui.open_subflow(step)
         ui.wait_for_state("Paused")
         dialog = ui.open_resume_form()
-        ui.answer(dialog, decision="skip", approver="bob", reason=reason, confirm="sandbox")
+        ui.answer(dialog, decision="skip", approver=who, reason=reason, confirm="sandbox", code=_code(who))
         ui.shot(f"skip {step}", element=dialog)
         ui.submit_answer(dialog)
         ui.wait_for_state("Completed")
@@ -170,11 +223,11 @@ def test_skip_in_respond_from_the_resume_form_lets_the_loop_go_on(
     assert outcomes["contain"] == "skipped" and outcomes["rollback"] == "skipped", outcomes
     assert out["stopped_at"] is None and out["all_clear"], out
     assert next(s for s in out["steps"] if s["step"] == "contain")["message"] == \
-        "skipped by bob: the freeze is too broad for this"
+        f"skipped by {LEAD}: the freeze is too broad for this"
     assert _admin_get(stack, "/api/v1/maintenance")["is_active"] is False
     keys = ui.artifact_keys()
     assert f"respond-{inc.lower()}" in keys, keys
-    steps = ui.open_artifact(f"respond-{inc.lower()}", showing="skipped by bob")
+    steps = ui.open_artifact(f"respond-{inc.lower()}", showing=f"skipped by {SRE}")
     assert "the freeze is too broad for this" in steps and "no deploy in the last 24 h" in steps
     ui.shot("the loop's steps", doc="06-respond-steps")
     ui.open_run(respond_id)

@@ -17,6 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("remediation.domain",),
     ("remediation.clients",),
     ("remediation.target",),
+    ("remediation.records",),
     ("remediation.evidence",),
     ("remediation.audit",),
     ("tasks",),

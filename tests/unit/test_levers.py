@@ -15,7 +15,6 @@ from remediation.domain.levers import (
     plan_recover,
 )
 from remediation.domain.plan import plan_hash
-from remediation.flowkit.approval import ApprovalForm, _problem
 
 CALM = LeverState(
     maintenance={"is_active": False, "message": ""},
@@ -104,11 +103,3 @@ def test_plan_hash_is_canonical_and_sensitive() -> None:
     c = {"target": "sandbox", "change": {"before": {"value": "0"}, "after": {"value": "2"}}}
     assert plan_hash(a) != plan_hash(c)
 
-
-def test_four_eyes() -> None:
-    form = ApprovalForm(decision="approve", approver="Alice", reason="looks right", confirm_target="sandbox",
-                        plan_hash="x")
-    assert _problem(form, "alice", four_eyes=True) is not None
-    assert _problem(form, "alice", four_eyes=False) is None
-    assert _problem(form, "bob", four_eyes=True) is None
-    assert _problem(form, None, four_eyes=True) is None

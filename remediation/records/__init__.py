@@ -1,0 +1,4 @@
+"""The product's own records, kept in the target's database where Prefect API users cannot write:
+the incident change log (an intent before every lever change, its outcome after) and the uses of
+people's second factors (a code counts once). Both tables are append-only (a trigger refuses
+UPDATE, DELETE and TRUNCATE) and are created on first write, never by a dry run."""
