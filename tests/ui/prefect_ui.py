@@ -191,9 +191,13 @@ class PrefectUI:
         expect(titles.first).to_be_visible()
         return [t.strip() for t in titles.all_inner_texts()]
 
-    def open_artifact(self, key: str, showing: str) -> str:
-        """Open an artifact from the run's Artifacts tab; return its page's text once `showing` is on it."""
-        self.page.locator(".artifact-card", has=self.page.locator(".artifact-card__title", has_text=key)).click()
+    def open_artifact(self, key: str, showing: str, card_text: str | None = None) -> str:
+        """Open an artifact from the run's Artifacts tab (the one whose card shows `card_text`, when the
+        key has several); return its page's text once `showing` is on it."""
+        card = self.page.locator(".artifact-card", has=self.page.locator(".artifact-card__title", has_text=key))
+        if card_text is not None:
+            card = card.filter(has_text=card_text)
+        card.first.click()
         self.page.wait_for_url(re.compile(r"/artifacts/artifact/"))
         expect(self.page.locator("body")).to_contain_text(showing)
         return self.page.locator("body").inner_text()

@@ -165,7 +165,9 @@ def test_contain_started_from_the_run_form_refuses_bad_answers_then_applies_on_a
     keys = ui.artifact_keys()
     assert {"plan-contain-deposit-halt", "approval-contain-deposit-halt", f"changes-{inc.lower()}"} <= set(keys), keys
     ui.shot("artifacts", doc="05-run-artifacts")
-    record = ui.open_artifact("approval-contain-deposit-halt", showing="signoffs")
+    assert keys.count("approval-contain-deposit-halt") == 2  # the refused answer is on record too
+    record = ui.open_artifact("approval-contain-deposit-halt", showing="signoffs",
+                              card_text="approval record: contain-deposit-halt approve")
     assert f"{LEAD} (totp" in record and "approve" in record and "deposits failing since 03:10" in record
     ui.shot("approval record")
 
