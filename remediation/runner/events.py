@@ -8,12 +8,14 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-__all__ = ["CANCELLING", "SCHEDULED", "follow"]
+__all__ = ["CANCELLING", "SCHEDULED", "SCHEDULED_EVENTS", "follow"]
 
 log = logging.getLogger("remediation.runner")
 
-#: Events that concern the runner; both carry the run's pool as a related resource.
+#: Events that concern the runner; all carry the run's pool as a related resource. A run the UI retries
+#: becomes AwaitingRetry (a Scheduled-type state) and is started like a new one.
 SCHEDULED, CANCELLING = "prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling"
+SCHEDULED_EVENTS = (SCHEDULED, "prefect.flow-run.AwaitingRetry")
 
 
 async def follow(pool_id: UUID, pool_name: str, stopping: asyncio.Event, handle: Callable[[Any], None]) -> None:
@@ -23,7 +25,7 @@ async def follow(pool_id: UUID, pool_name: str, stopping: asyncio.Event, handle:
     from prefect.events.schemas.events import ResourceSpecification
 
     flt = EventFilter(
-        event=EventNameFilter(name=[SCHEDULED, CANCELLING]),
+        event=EventNameFilter(name=[*SCHEDULED_EVENTS, CANCELLING]),
         related=EventRelatedFilter(labels=ResourceSpecification(
             {"prefect.resource.id": f"prefect.work-pool.{pool_id}"})),
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from remediation.runner.events import CANCELLING, SCHEDULED, follow
+from remediation.runner.events import CANCELLING, SCHEDULED_EVENTS, follow
 from remediation.runner.pool import WarmChild, WarmPool
 
 __all__ = ["RunnerConfig", "WarmRunner"]
@@ -92,7 +92,8 @@ class WarmRunner:
         path = Path(self.config.status_file)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "idle": self.pool.idle.qsize(), "warming": self.pool.warming,
-                                   "running": [str(i) for i in self.running], "at": time.time()}))
+                                   "running": [str(i) for i in self.running],
+                                   "pids": {str(i): c.proc.pid for i, c in self.running.items()}, "at": time.time()}))
         tmp.replace(path)
 
     # --- discovering and claiming runs ----------------------------------------------------------
@@ -181,7 +182,9 @@ class WarmRunner:
         try:
             code = await child.wait()
             run = await self.client.read_flow_run(flow_run_id)
-            if run.state is not None and not run.state.is_final() and not run.state.is_paused():
+            # Paused too: runbooks pause in-process (reschedule=False), so a child gone while its run is
+            # paused is a crash — left Paused, it would wait for an answer nobody can ever load.
+            if run.state is not None and not run.state.is_final():
                 if run.state.is_cancelling():
                     await self._cancelled(flow_run_id)
                 else:
@@ -216,7 +219,7 @@ class WarmRunner:
         if not resource_id.startswith("prefect.flow-run."):
             return
         flow_run_id = UUID(resource_id.removeprefix("prefect.flow-run."))
-        if event.event == SCHEDULED:
+        if event.event in SCHEDULED_EVENTS:
             await self.consider(flow_run_id)
         elif event.event == CANCELLING and flow_run_id in self.running:
             # SIGKILL, not SIGTERM: on SIGTERM Prefect's engine marks the run Crashed itself, and the

@@ -24,7 +24,6 @@ from sandbox.stack.prefect_server import (
     WORK_POOL,
     AlertReceiver,
     PrefectServer,
-    PrefectWorker,
     WarmRunnerProcess,
     prefect_client_env,
 )
@@ -60,8 +59,10 @@ class Stack:
         else:
             prefect_db, prefect_home = None, PROJECT_DIR / ".prefect"
         self.prefect = PrefectServer(prefect_home, s.prefect_port, prefect_db, self.home)
-        self.worker = PrefectWorker(self.home, self.prefect.api_url, PROJECT_DIR)
         self.warm_runner = WarmRunnerProcess(self.home, self.prefect.api_url, PROJECT_DIR)
+        #: Two replicas on the runbook pool, as two hosts would run them.
+        self.runners = [WarmRunnerProcess(self.home, self.prefect.api_url, PROJECT_DIR, pool=WORK_POOL,
+                                          name=f"runner-{n}", limit=12) for n in ("a", "b")]
         self.receiver = AlertReceiver(self.home, self.prefect.api_url, PROJECT_DIR, s.alert_receiver_port)
         self.info_file = self.home / "stack.json"
 
@@ -137,10 +138,11 @@ class Stack:
             log(f"prefect server: ready at {self.prefect.api_url}")
             if with_worker:
                 self.ensure_work_pool()
-                self.worker.start(info.env())
-                log("prefect worker: started on pool 'remediation'")
+                for replica in self.runners:
+                    replica.start(info.env())
+                    log(f"warm runner {replica.name}: started on pool '{WORK_POOL}'")
                 self.warm_runner.start(info.env())
-                log("warm runner: started on pool 'remediation-fast'")
+                log(f"warm runner: started on pool '{FAST_POOL}'")
                 self.receiver.start({**info.env(), **self.receiver_env()})
                 log(f"alert receiver: http://127.0.0.1:{self.settings.alert_receiver_port}")
         return info
@@ -164,8 +166,9 @@ class Stack:
         run = self.home / "run"
         if self.receiver.stop():
             log("alert receiver: stopped")
-        if self.worker.stop():
-            log("prefect worker: stopped")
+        for replica in self.runners:
+            if replica.stop():
+                log(f"warm runner {replica.name}: stopped")
         if self.warm_runner.stop():
             log("warm runner: stopped")
         for name in reversed(SERVICES):
@@ -197,7 +200,7 @@ class Stack:
             "s3": self.s3.running(),
             **{f"sandbox-{n}": is_running(run / f"{n}.pid") for n in SERVICES},
             "prefect-server": self.prefect.running(),
-            "prefect-worker": self.worker.running(),
+            **{f"warm-runner-{r.name}": r.running() for r in self.runners},
             "warm-runner": self.warm_runner.running(),
             "alert-receiver": self.receiver.running(),
         }

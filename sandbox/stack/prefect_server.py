@@ -1,4 +1,4 @@
-"""A local Prefect server on PostgreSQL, and a process worker tuned for incident response."""
+"""A local Prefect server on PostgreSQL, and the warm runners that execute the runbooks."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ import httpx
 from sandbox.stack.processes import is_running, port_open, read_pid, start_detached, stop, wait_until
 
 __all__ = [
-    "FAST_POOL", "WORK_POOL", "AlertReceiver", "PrefectServer", "PrefectWorker", "WarmRunnerProcess",
+    "FAST_POOL", "WORK_POOL", "AlertReceiver", "PrefectServer", "WarmRunnerProcess",
     "prefect_client_env",
 ]
 
+#: Every runbook but capture-evidence: served by warm-runner replicas (`remediation.runner`).
 WORK_POOL = "remediation"
-#: Served only by the warm runner (`remediation.runner`): capture-evidence, started by alerts.
+#: capture-evidence alone, started by alerts: its own replica, so a storm of captures never queues
+#: behind runs paused for approval.
 FAST_POOL = "remediation-fast"
 #: Modules every warm child imports before its run (the capture collectors' client libraries).
 #: The last ones are what Prefect's engine imports lazily during a first run (found by diffing
@@ -122,39 +124,36 @@ class _ProjectProcess:
         return stop(self.pid_file, grace_s=15)
 
 
-class PrefectWorker(_ProjectProcess):
-    """`prefect worker start` on the process pool, with the target secrets' env for its flow runs."""
-
-    def __init__(self, home: Path, api_url: str, project_dir: Path) -> None:
-        super().__init__(home, api_url, project_dir, "prefect-worker")
-
-    def start(self, extra_env: Mapping[str, str]) -> None:
-        prefect = Path(sys.executable).with_name("prefect")
-        # No `--limit`: Prefect 3.8.8's worker keeps a crashed run's limiter token until its submission
-        # task unwinds, and a Retry of that run picked up meanwhile raises inside the worker's poll loop
-        # ("this borrower is already holding one of this CapacityLimiter's tokens") and stops the worker.
-        # The work pool's own concurrency limit is the place to bound runs.
-        self._launch([str(prefect), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                      "--name", "rp-local-worker"], extra_env)
-
-
 class WarmRunnerProcess(_ProjectProcess):
-    """`python -m remediation.runner serve` on the fast pool: warm interpreters, runs found via events."""
+    """`python -m remediation.runner serve` on one pool: warm interpreters, runs found via events.
+
+    Replicas of one pool are separate processes with their own names (and, on real hosts, their own
+    machines); the server's Pending arbitration makes each run execute once among them.
+    """
 
     def __init__(self, home: Path, api_url: str, project_dir: Path, *, warm: int = 2, pool: str = FAST_POOL,
-                 name: str = "warm-runner") -> None:
+                 name: str = "warm-runner", limit: int = 8) -> None:
         super().__init__(home, api_url, project_dir, name)
-        self.warm, self.pool = warm, pool
-        #: {"idle", "warming", "running"}: tests and benches wait for idle >= 1.
+        self.warm, self.pool, self.name, self.limit = warm, pool, name, limit
+        #: {"idle", "warming", "running", "pids"}: tests and benches wait for idle >= 1.
         self.status_file = home / f"{name}.json"
 
     def start(self, extra_env: Mapping[str, str]) -> None:
         self._launch(
             [sys.executable, "-m", "remediation.runner", "serve", "--pool", self.pool, "--warm", str(self.warm),
-             "--limit", "8", "--poll-s", "10", "--name", "rp-local-warm-runner", "--status-file", str(self.status_file),
-             "--preload", *WARM_PRELOAD, "--warm-call", *WARM_CALLS],
+             "--limit", str(self.limit), "--poll-s", "10", "--name", f"rp-local-{self.name}",
+             "--status-file", str(self.status_file), "--preload", *WARM_PRELOAD, "--warm-call", *WARM_CALLS],
             extra_env,
         )
+
+    def pid_of(self, flow_run_id: object) -> int | None:
+        """The warm child executing this run, if this replica runs it."""
+        import json
+
+        try:
+            return json.loads(self.status_file.read_text()).get("pids", {}).get(str(flow_run_id))
+        except (OSError, ValueError):
+            return None
 
     def wait_warm(self, timeout_s: float = 120) -> None:
         """Block until the runner has a warm interpreter idle (after `up`, children take a few seconds)."""

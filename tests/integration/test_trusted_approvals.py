@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -84,46 +83,30 @@ def _next_pause(run_id: UUID, after: str | None) -> Any:
         time.sleep(0.3)
 
 
-def _flow_processes(run_id: UUID) -> list[int]:
-    """The processes running this flow run (the worker sets PREFECT__FLOW_RUN_ID in their environment)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            env = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"PREFECT__FLOW_RUN_ID={run_id}".encode() in env.split(b"\0"):
-            found.append(int(proc.name))
-    return found
-
-
 def _kill(run_id: UUID) -> None:
-    pids = _flow_processes(run_id)
-    assert pids, f"no process runs flow run {run_id}"
+    """kill -9 the warm child executing the run, on whichever replica claimed it."""
+    st = Stack()
+    deadline = time.monotonic() + 10
+    while True:
+        pids = [p for r in (*st.runners, st.warm_runner) if (p := r.pid_of(run_id)) is not None]
+        if pids:
+            break
+        assert time.monotonic() < deadline, f"no replica reports running {run_id}"
+        time.sleep(0.2)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
 
 
 def _crashed(run_id: UUID, timeout_s: float = 60) -> None:
-    """Until the worker has collected the killed process: it logs its own word on the exit to the run
-    (logger prefect.flow_runs.worker). It proposes Crashed after the runner does; a Retry pressed between
-    the two is overwritten while the retried process runs on — two processes for one run. A person
-    sees the run crashed and its log; so does this."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
+    """Until the replica that ran it has marked the killed run Crashed (it supervises its children)."""
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
         while True:
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)
             state = client.read_flow_run(run_id).state
-            if state is not None and state.name == "Crashed" and any(
-                    log.name == "prefect.flow_runs.worker" and ("exited" in log.message or "Check whether" in
-                                                               log.message) for log in logs):
+            if state is not None and state.name == "Crashed":
                 return
-            assert time.monotonic() < deadline, f"{run_id} was never reported crashed by its worker: {state}"
-            time.sleep(0.3)
+            assert time.monotonic() < deadline, f"{run_id} was never marked Crashed: {state}"
+            time.sleep(0.2)
 
 
 def _retry_from_the_ui(run_id: UUID) -> None:
