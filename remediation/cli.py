@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+if TYPE_CHECKING:
+    from remediation.target.inventory import Target
 
 __all__ = ["main"]
 
@@ -125,7 +128,7 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from remediation.errors import ClientError
-    from remediation.evidence.bundle import MANIFEST, load_manifest, read_upload, verify_local, verify_s3
+    from remediation.evidence.bundle import MANIFEST, Manifest, load_manifest, read_upload, verify_local, verify_s3
     from remediation.evidence.sync import fetch_manifest
     from remediation.target.connect import evidence_store
     from remediation.target.inventory import load_target
@@ -134,15 +137,17 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     try:
         if args.bundle.startswith("s3://"):
             bucket, _, prefix = args.bundle[len("s3://"):].partition("/")
-            target = load_target(args.target)
-            if bucket != target.evidence.bucket:
-                print(f"error: target {target.name} stores evidence in {target.evidence.bucket}, not {bucket}",
-                      file=sys.stderr)
-                return 2
             prefix = prefix.strip("/")
-            manifest, problems = verify_s3(
-                evidence_store(target), fetch_manifest(target, f"{prefix}/{MANIFEST}"), prefix
-            )
+            target = _target_for_bucket(bucket, args.target)
+            manifest_bytes = fetch_manifest(target, f"{prefix}/{MANIFEST}")
+            if args.target is None:
+                # The manifest names the target it was captured from: use that target's settings.
+                named = load_target(Manifest.model_validate_json(manifest_bytes).target)
+                if named.evidence.bucket != bucket:
+                    raise ValueError(f"the manifest's target {named.name} stores evidence in "
+                                     f"{named.evidence.bucket}, not {bucket}")
+                target = named
+            manifest, problems = verify_s3(evidence_store(target), manifest_bytes, prefix)
             where = f"s3://{bucket}/{prefix}/"
         else:
             directory = Path(args.bundle)
@@ -164,6 +169,22 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     print(f"{'FAILED' if problems else 'OK'}: {files} files of {manifest.incident_id} run {manifest.run_id} "
           f"checked against manifest.json at {where}")
     return 1 if problems else 0
+
+
+def _target_for_bucket(bucket: str, name: str | None) -> Target:
+    """The target whose S3 settings read `bucket`: the named one, else the one inventory storing evidence there."""
+    from remediation.target.inventory import list_targets, load_target
+
+    if name is not None:
+        target = load_target(name)
+        if target.evidence.bucket != bucket:
+            raise ValueError(f"target {target.name} stores evidence in {target.evidence.bucket}, not {bucket}")
+        return target
+    owners = [t for t in map(load_target, list_targets()) if t.evidence.bucket == bucket]
+    if not owners:
+        raise ValueError(f"no target inventory stores evidence in bucket {bucket}; pass --target")
+    # Any owner can read the manifest; the manifest then says whose bundle it is.
+    return min(owners, key=lambda t: t.name)
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:

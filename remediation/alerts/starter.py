@@ -2,9 +2,9 @@
 
 `PrefectRunStarter` creates a flow run of the capture deployment with Prefect's
 `idempotency_key`: the server's unique index on (flow, key) makes a repeat return
-the run that already exists (HTTP 200 instead of 201), across retries, restarts and
-replicas. The dispatcher (`dispatch.py`) calls it in the background and remembers
-key → run, so a storm costs one API call per group.
+the run that already exists, across retries, restarts and replicas. The dispatcher
+(`dispatch.py`) calls it in the background and remembers key → run, so a storm costs
+one API call per group.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 
@@ -106,17 +106,26 @@ class PrefectRunStarter:
             log.warning("%s", exc)
 
     async def start(self, request: CaptureRequest) -> StartedRun:
-        from prefect.client.schemas.actions import DeploymentFlowRunCreate
+        from prefect.client.schemas.actions import DeploymentFlowRunCreate, StateCreate
+        from prefect.client.schemas.objects import StateType
 
+        # The server answers 201 when the run's creation time is after the request began, which two
+        # replicas racing on one key both see. Only the request that inserted the run sets its
+        # first state, so a nonce in that state's message says which request created it.
+        nonce = uuid4().hex
         body = DeploymentFlowRunCreate(
             parameters=request.parameters, tags=list(request.tags), name=request.run_name,
             idempotency_key=request.idempotency_key,
+            state=StateCreate(type=StateType.SCHEDULED, name="Scheduled",
+                              message=f"started by the alert receiver (request {nonce})"),
         ).model_dump(mode="json", exclude_unset=True)
         deployment_id = await self._deployment_id(request.deployment)
         response = await self._send(
             "/deployments/{id}/create_flow_run", {"id": deployment_id}, body, request.deployment
         )
-        return StartedRun(flow_run_id=UUID(response.json()["id"]), created=response.status_code == 201)
+        run = response.json()
+        created = nonce in str((run.get("state") or {}).get("message") or "")
+        return StartedRun(flow_run_id=UUID(run["id"]), created=created)
 
     async def record(self, *records: AlertRecord) -> None:
         """Post the records as Prefect events, all in one request."""

@@ -81,6 +81,8 @@ def test_deployment_run_bundle_verifies_and_planted_secrets_are_nowhere(
 
     prefix = report["s3"].removeprefix(f"s3://{stack.s3_bucket}/")
     assert _cli("evidence", "verify", report["s3"], "--target", "sandbox") == 0
+    assert _cli("evidence", "verify", report["s3"]) == 0, "the target defaults to the manifest's"
+    assert _cli("evidence", "verify", report["s3"].replace(stack.s3_bucket, "no-such-bucket", 1)) == 2
     assert _cli("evidence", "verify", report["bundle"]) == 0
 
     stored: dict[str, bytes] = {p.name: p.read_bytes() for p in Path(report["bundle"]).iterdir() if p.is_file()}
