@@ -31,7 +31,10 @@ class SandboxSettings(BaseSettings):
     pg_port: int = 15433
     sshd_port: int = 12222
     s3_port: int = 15000
+    #: What every Prefect client talks to: HAProxy in front of the API servers below.
     prefect_port: int = 14200
+    prefect_api_ports: tuple[int, ...] = (14201, 14202)
+    redis_port: int = 16379
     gateway_port: int = 18080
     admin_port: int = 18081
     wallet_port: int = 18082

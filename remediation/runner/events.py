@@ -1,4 +1,4 @@
-"""The runner's ears: Prefect's event stream, filtered to its pool's Scheduled and Cancelling runs."""
+"""The runner's ears: Prefect's event stream, filtered to its pool's Scheduled, Cancelling, Crashed runs."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-__all__ = ["CANCELLING", "SCHEDULED", "SCHEDULED_EVENTS", "follow"]
+__all__ = ["CANCELLING", "CRASHED", "SCHEDULED", "SCHEDULED_EVENTS", "follow"]
 
 log = logging.getLogger("remediation.runner")
 
 #: Events that concern the runner; all carry the run's pool as a related resource. A run the UI retries
 #: becomes AwaitingRetry (a Scheduled-type state) and is started like a new one.
 SCHEDULED, CANCELLING = "prefect.flow-run.Scheduled", "prefect.flow-run.Cancelling"
+#: Whoever marked it (a replica's supervisor, the silence automation): its task runs get closed.
+CRASHED = "prefect.flow-run.Crashed"
 SCHEDULED_EVENTS = (SCHEDULED, "prefect.flow-run.AwaitingRetry")
 
 
@@ -25,7 +27,7 @@ async def follow(pool_id: UUID, pool_name: str, stopping: asyncio.Event, handle:
     from prefect.events.schemas.events import ResourceSpecification
 
     flt = EventFilter(
-        event=EventNameFilter(name=[*SCHEDULED_EVENTS, CANCELLING]),
+        event=EventNameFilter(name=[*SCHEDULED_EVENTS, CANCELLING, CRASHED]),
         related=EventRelatedFilter(labels=ResourceSpecification(
             {"prefect.resource.id": f"prefect.work-pool.{pool_id}"})),
     )

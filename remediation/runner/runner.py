@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from remediation.runner.events import CANCELLING, SCHEDULED_EVENTS, follow
+from remediation.runner import liveness
+from remediation.runner.events import CANCELLING, CRASHED, SCHEDULED_EVENTS, follow
 from remediation.runner.pool import WarmChild, WarmPool
 
 __all__ = ["RunnerConfig", "WarmRunner"]
@@ -192,6 +193,7 @@ class WarmRunner:
                         flow_run_id, Crashed(message=f"warm runner child exited {code} before a final state"),
                         force=True)
                     log.error("run %s: child exited %s without a final state; marked Crashed", flow_run_id, code)
+                    await liveness.close_task_runs(self.client, flow_run_id)
             else:
                 log.info("run %s: child exited %s, run %s", flow_run_id, code, run.state.name if run.state else "?")
         except Exception as exc:
@@ -227,6 +229,8 @@ class WarmRunner:
             # without a manifest and is never uploaded.
             log.info("run %s: cancelling; killing its child", flow_run_id)
             self.running[flow_run_id].kill_now()
+        elif event.event == CRASHED:
+            await liveness.close_task_runs(self.client, flow_run_id)
 
     async def listen(self) -> None:
         assert self.pool_id is not None
@@ -257,6 +261,16 @@ class WarmRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.config.poll_s)
 
+    async def heartbeats(self) -> None:
+        """Heartbeat this replica's runs (`liveness`): a run whose host dies is Crashed by the server."""
+        while not self.stopping.is_set():
+            try:
+                await liveness.heartbeat(self.client, list(self.running), self.pool_id)
+            except Exception as exc:  # the server restarting: the automation's window covers a gap
+                log.warning("heartbeat of %d run(s) failed: %s", len(self.running), exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), liveness.HEARTBEAT_S)
+
     # --- lifecycle -------------------------------------------------------------------------------
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -265,17 +279,20 @@ class WarmRunner:
 
     async def serve(self) -> None:
         await self.refresh_deployments()
+        await liveness.ensure_automation(self.client)
         self.pool.refill()
         log.info("warm runner %s: pool %s, %d warm, limit %d, poll %.0f s, deployments: %s", self.config.name,
                  self.config.pool, self.config.warm, self.config.limit, self.config.poll_s,
                  ", ".join(sorted(set(self.entrypoints.values()))) or "(none yet)")
         listener = asyncio.ensure_future(self.listen())
         poller = asyncio.ensure_future(self.poll())
+        beater = asyncio.ensure_future(self.heartbeats())
         try:
             await self.stopping.wait()
         finally:
             listener.cancel()
             poller.cancel()
+            beater.cancel()
             await self.shutdown()
 
     async def shutdown(self, grace_s: float = 10.0) -> None:

@@ -19,15 +19,9 @@ from sandbox.stack import people
 from sandbox.stack.host import DeployHost
 from sandbox.stack.info import StackInfo
 from sandbox.stack.postgres import PostgresCluster
-from sandbox.stack.prefect_server import (
-    FAST_POOL,
-    WORK_POOL,
-    AlertReceiver,
-    PrefectServer,
-    WarmRunnerProcess,
-    prefect_client_env,
-)
+from sandbox.stack.prefect_server import PrefectServer, prefect_client_env
 from sandbox.stack.processes import is_running, port_open, stop
+from sandbox.stack.runners import FAST_POOL, WORK_POOL, AlertReceiver, WarmRunnerProcess
 from sandbox.stack.s3 import MotoS3
 from sandbox.stack.services import SERVICES, ServiceRunner
 from sandbox.stack.sshd import SshServer
@@ -39,6 +33,9 @@ Log = Callable[[str], object]
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 S3_BUCKET = "rp-evidence"
 S3_REGION = "us-east-1"
+#: Where runs on any replica persist task results (Prefect's S3Bucket block of this name), so a
+#: retry picked up by another host reads what the first attempt completed.
+RESULTS_BUCKET = "rp-results"
 
 
 class Stack:
@@ -58,7 +55,8 @@ class Stack:
             prefect_home = self.home / "prefect"
         else:
             prefect_db, prefect_home = None, PROJECT_DIR / ".prefect"
-        self.prefect = PrefectServer(prefect_home, s.prefect_port, prefect_db, self.home)
+        self.prefect = PrefectServer(prefect_home, s.prefect_port, prefect_db, self.home,
+                                     api_ports=s.prefect_api_ports, redis_port=s.redis_port)
         self.warm_runner = WarmRunnerProcess(self.home, self.prefect.api_url, PROJECT_DIR)
         #: Two replicas on the runbook pool, as two hosts would run them.
         self.runners = [WarmRunnerProcess(self.home, self.prefect.api_url, PROJECT_DIR, pool=WORK_POOL,
@@ -124,6 +122,8 @@ class Stack:
         log("s3 (moto): starting")
         self.s3.start()
         self.s3.ensure_bucket(S3_BUCKET, self.secrets["s3_access_key"], self.secrets["s3_secret_key"])
+        self.s3.ensure_bucket(RESULTS_BUCKET, self.secrets["s3_access_key"], self.secrets["s3_secret_key"],
+                              object_lock=False)
         log("deploy host: preparing servers_v2")
         self.host.create()
         people.ensure_keys(self.home)
@@ -138,9 +138,12 @@ class Stack:
             log(f"prefect server: ready at {self.prefect.api_url}")
             if with_worker:
                 self.ensure_work_pool()
+                self.ensure_result_storage()
                 for replica in self.runners:
-                    replica.start(info.env())
+                    self.start_runner(replica, info)
                     log(f"warm runner {replica.name}: started on pool '{WORK_POOL}'")
+                # capture-evidence is read-only and must work while S3 is down (its bundle waits locally
+                # for `evidence sync`): its results stay on its own host.
                 self.warm_runner.start(info.env())
                 log(f"warm runner: started on pool '{FAST_POOL}'")
                 self.receiver.start({**info.env(), **self.receiver_env()})
@@ -158,6 +161,27 @@ class Stack:
                     env=env, check=True, capture_output=True,
                 )
 
+    def ensure_result_storage(self) -> None:
+        """The S3Bucket block the runners persist results to (on the stack's S3; AWS S3 in production)."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
+
+        credentials = AwsCredentials(
+            aws_access_key_id=self.secrets["s3_access_key"], aws_secret_access_key=self.secrets["s3_secret_key"],
+            region_name=S3_REGION, aws_client_parameters=AwsClientParameters(endpoint_url=self.s3.endpoint),
+        )
+        with temporary_settings(updates={PREFECT_API_URL: self.prefect.api_url}):
+            S3Bucket(bucket_name=RESULTS_BUCKET, credentials=credentials, bucket_folder="results").save(
+                RESULTS_BUCKET, overwrite=True)
+
+    def start_runner(self, replica: WarmRunnerProcess, info: StackInfo | None = None) -> None:
+        """Start a runbook-pool replica (again, after a fault drill killed it)."""
+        replica.start({**(info or self.loaded_info()).env(), **self.results_env()})
+
+    @staticmethod
+    def results_env() -> dict[str, str]:
+        return {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"s3-bucket/{RESULTS_BUCKET}"}
+
     def receiver_env(self) -> dict[str, str]:
         return {"RP_ALERT_TOKEN": self.secrets["alert_token"],
                 "RP_SENTRY_CLIENT_SECRET": self.secrets["sentry_client_secret"]}
@@ -174,6 +198,8 @@ class Stack:
         for name in reversed(SERVICES):
             if stop(run / f"{name}.pid"):
                 log(f"sandbox {name}: stopped")
+        if self.prefect.stop():
+            log("prefect server: stopped")
         # Anything else that left a pid file (fault holders, a second worker) goes too.
         for pid_file in sorted(run.glob("*.pid")) if run.exists() else []:
             if pid_file.name == "sshd.pid":
@@ -186,8 +212,8 @@ class Stack:
             log("postgresql: stopped")
         left = [name for name, up in self.status().items() if up]
         s = self.settings
-        ports = (s.pg_port, s.sshd_port, s.s3_port, s.prefect_port, s.gateway_port, s.admin_port, s.wallet_port,
-                 s.alert_receiver_port)
+        ports = (s.pg_port, s.sshd_port, s.s3_port, s.prefect_port, *s.prefect_api_ports, s.redis_port,
+                 s.gateway_port, s.admin_port, s.wallet_port, s.alert_receiver_port)
         left += [f"port {p}" for p in ports if port_open(s.host, p)]
         if left:
             raise RuntimeError(f"still running after down: {', '.join(left)}")
@@ -200,6 +226,7 @@ class Stack:
             "s3": self.s3.running(),
             **{f"sandbox-{n}": is_running(run / f"{n}.pid") for n in SERVICES},
             "prefect-server": self.prefect.running(),
+            **self.prefect.status(),
             **{f"warm-runner-{r.name}": r.running() for r in self.runners},
             "warm-runner": self.warm_runner.running(),
             "alert-receiver": self.receiver.running(),

@@ -1,35 +1,32 @@
-"""A local Prefect server on PostgreSQL, and the warm runners that execute the runbooks."""
+"""The stack's Prefect server, in Prefect's own high-availability shape.
+
+On PostgreSQL (the default) it is what a production install runs, on loopback:
+
+    UI, CLI, workers, flows ──> HAProxy :prefect_port ──> API server 1 (--no-services)
+                                                     └──> API server 2 (--no-services)
+                                 one services process (scheduler, late runs, pause expirations, ...)
+                                 Redis: event messaging and ordering, concurrency leases, docket
+                                 PostgreSQL: the database all of them share
+
+Leases and events live in Redis, so a restart of any API server (or of all of them) keeps
+every run paused for approval and every lock it holds. On SQLite (the zero-setup fallback)
+it is one `prefect server start` with everything in memory, as before.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
-from sandbox.stack.processes import is_running, port_open, read_pid, start_detached, stop, wait_until
+from sandbox.stack.balancer import LoadBalancer
+from sandbox.stack.processes import is_running, start_detached, stop, wait_until
+from sandbox.stack.redis import RedisServer
 
-__all__ = [
-    "FAST_POOL", "WORK_POOL", "AlertReceiver", "PrefectServer", "WarmRunnerProcess",
-    "prefect_client_env",
-]
-
-#: Every runbook but capture-evidence: served by warm-runner replicas (`remediation.runner`).
-WORK_POOL = "remediation"
-#: capture-evidence alone, started by alerts: its own replica, so a storm of captures never queues
-#: behind runs paused for approval.
-FAST_POOL = "remediation-fast"
-#: Modules every warm child imports before its run (the capture collectors' client libraries).
-#: The last ones are what Prefect's engine imports lazily during a first run (found by diffing
-#: sys.modules around one capture run).
-WARM_PRELOAD = ("boto3", "botocore.session", "boto3.s3.transfer", "paramiko", "psycopg", "httpx",
-                "prefect.task_engine", "prefect.task_runners", "prefect.artifacts", "prefect.results",
-                "fastapi", "fastapi.encoders", "graphviz", "opentelemetry.metrics", "anyio", "encodings.idna")
-WARM_CALLS = ("remediation.clients.evidence_store:warm_up",)
+__all__ = ["PrefectServer", "prefect_client_env"]
 
 
 def prefect_client_env(home: Path, api_url: str) -> dict[str, str]:
@@ -49,28 +46,70 @@ def prefect_client_env(home: Path, api_url: str) -> dict[str, str]:
     }
 
 
-class PrefectServer:
-    def __init__(self, prefect_home: Path, port: int, db_url: str | None, stack_home: Path) -> None:
-        self.prefect_home = prefect_home
-        self.port = port
-        #: None: Prefect's own SQLite file under prefect_home.
-        self.db_url = db_url
-        self.api_url = f"http://127.0.0.1:{port}/api"
-        self.pid_file = stack_home / "run" / "prefect-server.pid"
-        self.log_file = stack_home / "logs" / "prefect-server.log"
+def _healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
-    def healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.api_url}/health", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+
+class _ServerProcess:
+    """One `prefect server ...` process: pid file, log, the environment it was started with."""
+
+    def __init__(self, stack_home: Path, name: str, argv: Sequence[str], port: int | None = None) -> None:
+        self.name, self.argv, self.port = name, list(argv), port
+        self.pid_file = stack_home / "run" / f"{name}.pid"
+        self.log_file = stack_home / "logs" / f"{name}.log"
+        self.api_url = f"http://127.0.0.1:{port}/api" if port else ""
 
     def running(self) -> bool:
-        return is_running(self.pid_file) and self.healthy()
+        return is_running(self.pid_file) and (not self.port or _healthy(self.api_url))
 
-    def start(self, *, wait: bool = True) -> None:
-        if self.running():
-            return
+    def start(self, env: dict[str, str]) -> None:
+        if not is_running(self.pid_file):
+            start_detached(self.argv, pid_file=self.pid_file, log_file=self.log_file, env=env)
+
+    def wait(self) -> None:
+        wait_until(lambda: _healthy(self.api_url), timeout_s=180, what=f"Prefect {self.name}",
+                   log_file=self.log_file)
+
+    def stop(self) -> bool:
+        return stop(self.pid_file, grace_s=15)
+
+
+class PrefectServer:
+    """All of the stack's Prefect server processes, started, awaited and stopped as one."""
+
+    def __init__(self, prefect_home: Path, port: int, db_url: str | None, stack_home: Path, *,
+                 api_ports: Sequence[int] = (), redis_port: int | None = None) -> None:
+        self.prefect_home = prefect_home
+        self.port = port
+        #: None: Prefect's own SQLite file under prefect_home, one process, no Redis.
+        self.db_url = db_url
+        #: What every client talks to: the balancer in the HA shape, the one server otherwise.
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        self.ha = bool(db_url and api_ports and redis_port)
+        if self.ha:
+            assert redis_port is not None
+            self.redis: RedisServer | None = RedisServer(stack_home, redis_port)
+            self.apis = [
+                _ServerProcess(stack_home, f"prefect-api-{n}",
+                               [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(p),
+                                "--no-services"], p)
+                for n, p in enumerate(api_ports, 1)
+            ]
+            self.services: _ServerProcess | None = _ServerProcess(
+                stack_home, "prefect-services", [prefect, "server", "services", "start"])
+            self.balancer: LoadBalancer | None = LoadBalancer(stack_home, port, list(api_ports))
+        else:
+            self.redis, self.services, self.balancer = None, None, None
+            self.apis = [_ServerProcess(stack_home, "prefect-server",
+                                        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                        port)]
+
+    # --- environment --------------------------------------------------------------------------
+    def server_env(self, *, migrate: bool = True) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("PREFECT_API_URL", None)
         env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
@@ -81,131 +120,72 @@ class PrefectServer:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true",
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
-            "PREFECT_SERVER_API_PORT": str(self.port),
+            # The UI in the browser calls the API through the balancer, whichever server served the page.
+            "PREFECT_UI_API_URL": self.api_url,
             # A run waiting for a target lock asks again at least every 2 s (the default lets the server
             # send it away for up to 30 s, so a slot freed by a crashed holder's lapsed lease sat unused).
             "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
         })
-        prefect = Path(sys.executable).with_name("prefect")
-        start_detached(
-            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            pid_file=self.pid_file, log_file=self.log_file, env=env,
-        )
+        if self.redis is not None:
+            redis = f"redis://127.0.0.1:{self.redis.port}"
+            env.update({
+                # Migrations run once, by the first API server; the others would race it.
+                "PREFECT_API_DATABASE_MIGRATE_ON_START": "true" if migrate else "false",
+                "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+                "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+                "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+                "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+                "PREFECT_REDIS_MESSAGING_HOST": "127.0.0.1",
+                "PREFECT_REDIS_MESSAGING_PORT": str(self.redis.port),
+                "PREFECT_REDIS_MESSAGING_DB": "0",
+                "PREFECT_SERVER_DOCKET_URL": f"{redis}/1",
+            })
+        return env
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        return _healthy(self.api_url)
+
+    def running(self) -> bool:
+        return all(self.status().values())
+
+    def status(self) -> dict[str, bool]:
+        """Each process of the server, up or not (for `stack status`)."""
+        parts: dict[str, bool] = {}
+        if self.redis is not None:
+            parts["redis"] = self.redis.running()
+        for api in self.apis:
+            parts[api.name] = api.running()
+        if self.services is not None:
+            parts["prefect-services"] = is_running(self.services.pid_file)
+        if self.balancer is not None:
+            parts["prefect-balancer"] = self.balancer.running() and self.healthy()
+        return parts
+
+    def start(self, *, wait: bool = True) -> None:
+        """Start what can start now; `wait()` starts the rest once the schema is migrated."""
+        if self.redis is not None:
+            self.redis.start()
+        self.apis[0].start(self.server_env(migrate=True))
+        if self.balancer is not None:
+            self.balancer.start()
         if wait:
             self.wait()
 
     def wait(self) -> None:
-        wait_until(self.healthy, timeout_s=180, what="Prefect server", log_file=self.log_file)
+        self.apis[0].wait()
+        for api in self.apis[1:]:
+            api.start(self.server_env(migrate=False))
+        if self.services is not None:
+            self.services.start(self.server_env(migrate=False))
+        for api in self.apis[1:]:
+            api.wait()
+        wait_until(self.healthy, timeout_s=60, what="Prefect API through the balancer",
+                   log_file=self.balancer.log_file if self.balancer else None)
 
     def stop(self) -> bool:
-        return stop(self.pid_file, grace_s=15)
-
-
-class _ProjectProcess:
-    """A long-running process of this project talking to the stack's Prefect server: pid-tracked, logged."""
-
-    def __init__(self, home: Path, api_url: str, project_dir: Path, name: str) -> None:
-        self.home, self.api_url, self.project_dir = home, api_url, project_dir
-        self.pid_file = home / "run" / f"{name}.pid"
-        self.log_file = home / "logs" / f"{name}.log"
-
-    def running(self) -> bool:
-        return is_running(self.pid_file)
-
-    def _launch(self, argv: list[str], extra_env: Mapping[str, str]) -> bool:
-        """Start `argv` unless already running; False when it was."""
-        if self.running():
-            return False
-        env = {**os.environ, **prefect_client_env(self.home, self.api_url), **extra_env}
-        start_detached(argv, pid_file=self.pid_file, log_file=self.log_file, env=env, cwd=self.project_dir)
-        return True
-
-    def stop(self) -> bool:
-        return stop(self.pid_file, grace_s=15)
-
-
-class WarmRunnerProcess(_ProjectProcess):
-    """`python -m remediation.runner serve` on one pool: warm interpreters, runs found via events.
-
-    Replicas of one pool are separate processes with their own names (and, on real hosts, their own
-    machines); the server's Pending arbitration makes each run execute once among them.
-    """
-
-    def __init__(self, home: Path, api_url: str, project_dir: Path, *, warm: int = 2, pool: str = FAST_POOL,
-                 name: str = "warm-runner", limit: int = 8) -> None:
-        super().__init__(home, api_url, project_dir, name)
-        self.warm, self.pool, self.name, self.limit = warm, pool, name, limit
-        #: {"idle", "warming", "running", "pids"}: tests and benches wait for idle >= 1.
-        self.status_file = home / f"{name}.json"
-
-    def start(self, extra_env: Mapping[str, str]) -> None:
-        self._launch(
-            [sys.executable, "-m", "remediation.runner", "serve", "--pool", self.pool, "--warm", str(self.warm),
-             "--limit", str(self.limit), "--poll-s", "10", "--name", f"rp-local-{self.name}",
-             "--status-file", str(self.status_file), "--preload", *WARM_PRELOAD, "--warm-call", *WARM_CALLS],
-            extra_env,
-        )
-
-    def pid_of(self, flow_run_id: object) -> int | None:
-        """The warm child executing this run, if this replica runs it."""
-        import json
-
-        try:
-            return json.loads(self.status_file.read_text()).get("pids", {}).get(str(flow_run_id))
-        except (OSError, ValueError):
-            return None
-
-    def wait_warm(self, timeout_s: float = 120) -> None:
-        """Block until the runner has a warm interpreter idle (after `up`, children take a few seconds)."""
-        import json
-
-        def warm() -> bool:
-            try:
-                data = json.loads(self.status_file.read_text())
-                return bool(data["idle"] >= 1 and data["pid"] == read_pid(self.pid_file)) and self.running()
-            except (OSError, ValueError, KeyError):
-                return False
-
-        wait_until(warm, timeout_s=timeout_s, what="warm runner idle interpreter", log_file=self.log_file)
-
-    def stop(self) -> bool:
-        """Stop the runner and its warm children (they share its process group); verify the group is gone."""
-        pgid = read_pid(self.pid_file)
-        stopped = stop(self.pid_file, grace_s=15)
-        if pgid is not None and _group_alive(pgid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            wait_until(lambda: not _group_alive(pgid), timeout_s=5, what=f"warm runner children (group {pgid}) gone")
+        stopped = False
+        for part in [*self.apis, self.services, self.balancer, self.redis]:
+            if part is not None and part.stop():
+                stopped = True
         return stopped
-
-
-def _group_alive(pgid: int) -> bool:
-    """Any live (non-zombie) process left in the process group?"""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pgid, os.WNOHANG)  # the leader may be our own unreaped child
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # /proc/<pid>/stat: pid (comm) state ppid pgrp ... ; comm may hold spaces, so split after ')'.
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-class AlertReceiver(_ProjectProcess):
-    """`python -m remediation.alerts serve` against the stack's Prefect server."""
-
-    def __init__(self, home: Path, api_url: str, project_dir: Path, port: int) -> None:
-        super().__init__(home, api_url, project_dir, "alert-receiver")
-        self.port = port
-
-    def start(self, extra_env: Mapping[str, str]) -> None:
-        journal = self.home / "alerts" / "intake.sqlite"
-        if self._launch([sys.executable, "-m", "remediation.alerts", "serve", "--port", str(self.port),
-                         "--journal", str(journal)], extra_env):
-            wait_until(lambda: port_open("127.0.0.1", self.port), timeout_s=60, what="alert receiver",
-                       log_file=self.log_file)

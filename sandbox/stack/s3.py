@@ -1,4 +1,4 @@
-"""moto's S3 server on loopback: the embedded default evidence store."""
+"""moto's S3 server on loopback, journaled to disk (`sandbox.s3_server`): the embedded evidence store."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ class MotoS3:
         self.region = region
         self.endpoint = f"http://127.0.0.1:{port}"
         self.pid_file = home / "run" / "moto.pid"
+        #: Every accepted write, replayed at start: evidence outlives a restart or a kill -9.
+        self.journal = home / "s3-journal"
         self.log_file = home / "logs" / "moto.log"
 
     def running(self) -> bool:
@@ -27,17 +29,16 @@ class MotoS3:
     def start(self) -> None:
         if self.running():
             return
-        moto = Path(sys.executable).with_name("moto_server")
         start_detached(
-            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-            pid_file=self.pid_file, log_file=self.log_file,
+            [sys.executable, "-m", "sandbox.s3_server", "--port", str(self.port), "--journal", str(self.journal)],
+            pid_file=self.pid_file, log_file=self.log_file, cwd=Path(__file__).resolve().parents[2],
         )
-        wait_until(lambda: port_open("127.0.0.1", self.port), timeout_s=30, what="moto S3", log_file=self.log_file)
+        wait_until(lambda: port_open("127.0.0.1", self.port), timeout_s=120, what="moto S3", log_file=self.log_file)
 
     def stop(self) -> bool:
         return stop(self.pid_file)
 
-    def ensure_bucket(self, bucket: str, access_key: str, secret_key: str) -> None:
+    def ensure_bucket(self, bucket: str, access_key: str, secret_key: str, *, object_lock: bool = True) -> None:
         s3 = boto3.client(
             "s3", endpoint_url=self.endpoint, region_name=self.region,
             aws_access_key_id=access_key, aws_secret_access_key=secret_key,
@@ -46,4 +47,4 @@ class MotoS3:
         names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         if bucket not in names:
             # Object Lock must be enabled at creation; targets that ask for retention need it.
-            s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+            s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=object_lock)

@@ -8,7 +8,6 @@ import pytest
 from remediation.flowkit.change_log import incident_changes
 from remediation.flowkit.resume import wait_for_pause
 from remediation.target.inventory import load_target
-from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from tests.integration.flow_runs import (
     LEAD,
@@ -127,21 +126,6 @@ def test_each_lever_applied_then_recovered_in_reverse(stack: StackInfo, deployme
     again = start(RECOVER, incident_id=inc, initiated_by=ONCALL, dry_run=False)
     rerun = answer_until_done(again)
     assert rerun.state is not None and rerun.state.is_completed() and result(rerun)["undone"] == []
-
-
-def test_admin_down_uses_the_sql_fallback(stack: StackInfo, deployments: list[str],
-                                          reset_platform: StackInfo) -> None:
-    inc = incident()
-    st = Stack()
-    st.admin_down(True)
-    try:
-        out = _contain(inc, lever="deposit-halt")
-    finally:
-        st.admin_down(False)
-    assert out["state"].is_completed(), out["state"].message
-    assert out["path"] == "sql-fallback" and "admin API failed" in out["note"]
-    assert _deposit(stack, "synthetic-alpha", f"{inc}-after") == {"status": 1, "msg": "Finance maintenance"}
-    assert [c.path for c in read_changes(inc)] == ["sql-fallback"]
 
 
 def test_rejected_or_timed_out_changes_nothing(stack: StackInfo, deployments: list[str],

@@ -132,8 +132,8 @@ def test_stopping_the_runner_process_leaves_none_of_its_interpreters(stack: Stac
     """What `stack down` relies on: the runner and every warm child share one process group, all gone."""
     import os
 
-    from sandbox.stack.prefect_server import WarmRunnerProcess, _group_alive
     from sandbox.stack.processes import read_pid
+    from sandbox.stack.runners import WarmRunnerProcess, _group_alive
 
     asyncio.run(_probe_deployment())
     runner = WarmRunnerProcess(tmp_path, stack.prefect_api_url, ROOT, warm=1, pool=POOL, name="test-runner")

@@ -1,0 +1,166 @@
+"""moto's S3 server with a write-ahead journal: what it stored survives a restart or a kill -9.
+
+moto keeps everything in memory. This wrapper appends every write that moto accepted (PUT, POST,
+DELETE answered 2xx) to a journal under the stack's home before the answer leaves, and on start
+replays the journal into a fresh moto, in process, before it listens. Replayed objects keep the
+version ids, multipart upload ids and modification times the clients were told the first time,
+so a recorded version id (a manifest's, an audit chain head's) still names the same bytes.
+
+    python -m sandbox.s3_server --port 15000 --journal /tmp/rp-sandbox/s3-journal
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+__all__ = ["JournaledS3", "main"]
+
+_WRITES = {"PUT", "POST", "DELETE"}
+_UPLOAD_ID = re.compile(rb"<UploadId>([^<]+)</UploadId>")
+StartResponse = Callable[..., Any]
+
+
+class JournaledS3:
+    """A WSGI app: moto's, with each accepted write journaled and the journal replayed at start."""
+
+    def __init__(self, journal_dir: Path) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        self.app = DomainDispatcherApplication(create_backend_app)
+        self.dir = journal_dir
+        self.bodies = journal_dir / "bodies"
+        self.bodies.mkdir(parents=True, exist_ok=True)
+        self.index = journal_dir / "journal.jsonl"
+        self._lock = threading.Lock()
+        self._seq = sum(1 for _ in self.index.open()) if self.index.exists() else 0
+
+    # --- serving --------------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO", "")
+        if method not in _WRITES or path.startswith("/moto-api"):
+            return self.app(environ, start_response)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        answer: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+            return start_response(status, headers, exc_info)
+
+        chunks = list(self.app(environ, capture))
+        if 200 <= answer.get("status", 500) < 300:
+            self._append(environ, body, answer["headers"], b"".join(chunks))
+        return chunks
+
+    def _append(self, environ: dict[str, Any], body: bytes, headers: dict[str, str], answer: bytes) -> None:
+        request_headers = {
+            k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")
+        }
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if environ.get(key):
+                request_headers[key.replace("_", "-").title()] = environ[key]
+        upload = _UPLOAD_ID.search(answer) if environ.get("QUERY_STRING", "").startswith("uploads") else None
+        with self._lock:
+            self._seq += 1
+            entry = {
+                "seq": self._seq, "method": environ["REQUEST_METHOD"], "path": environ.get("RAW_URI")
+                or environ.get("PATH_INFO", ""), "query": environ.get("QUERY_STRING", ""),
+                "headers": request_headers, "at": dt.datetime.now(dt.UTC).isoformat(),
+                "version_id": headers.get("x-amz-version-id"),
+                "upload_id": upload.group(1).decode() if upload else None,
+            }
+            if body:
+                (self.bodies / f"{self._seq}.bin").write_bytes(body)
+            with self.index.open("a") as out:
+                out.write(json.dumps(entry) + "\n")
+                out.flush()
+
+    # --- replay ---------------------------------------------------------------------------------
+    def replay(self) -> int:
+        """Feed the journal back through moto; returns how many writes it replayed."""
+        from werkzeug.test import EnvironBuilder
+
+        if not self.index.exists():
+            return 0
+        count = 0
+        for line in self.index.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                break  # a line cut by a kill mid-write: everything before it was answered
+            body_file = self.bodies / f"{entry['seq']}.bin"
+            path = entry["path"].split("?", 1)[0]
+            builder = EnvironBuilder(
+                path=unquote(path), method=entry["method"], query_string=entry["query"],
+                headers=entry["headers"], data=body_file.read_bytes() if body_file.exists() else b"",
+            )
+            environ = builder.get_environ()
+            environ["RAW_URI"] = entry["path"]
+            answer: dict[str, Any] = {}
+
+            def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None,
+                        answer: dict[str, Any] = answer) -> Any:
+                answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+                return lambda data: None
+
+            out = b"".join(self.app(environ, capture))
+            count += 1
+            _restore_ids(entry, answer.get("headers", {}), out)
+        return count
+
+
+def _restore_ids(entry: dict[str, Any], headers: dict[str, str], answer: bytes) -> None:
+    """Give the replayed object the version id, upload id and time its first write had."""
+    from moto.s3.models import s3_backends
+
+    bucket_name, _, key_name = unquote(entry["path"].split("?", 1)[0]).lstrip("/").partition("/")
+    buckets = [b for account in s3_backends.values() for backend in account.values()
+               for name, b in backend.buckets.items() if name == bucket_name]
+    if not buckets or not key_name:
+        return
+    bucket = buckets[0]
+    new_upload = _UPLOAD_ID.search(answer)
+    if entry.get("upload_id") and new_upload:
+        upload = bucket.multiparts.pop(new_upload.group(1).decode())
+        upload.id = entry["upload_id"]
+        bucket.multiparts[upload.id] = upload
+    old, new = entry.get("version_id"), headers.get("x-amz-version-id")
+    if old and new and old != new:
+        for version in bucket.keys.getlist(key_name, []):
+            if getattr(version, "_version_id", None) == new:
+                version._version_id = old
+                version.last_modified = dt.datetime.fromisoformat(entry["at"]).replace(tzinfo=None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import run_simple
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--journal", type=Path, required=True)
+    args = parser.parse_args(argv)
+    app = JournaledS3(args.journal)
+    began = time.monotonic()
+    replayed = app.replay()
+    print(f"s3: replayed {replayed} journaled writes in {time.monotonic() - began:.2f}s", file=sys.stderr,
+          flush=True)
+    run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Fault matrix, runners: the replica executing a run dies with its host mid-step. Prefect's own
+automation marks the run Crashed when its heartbeats stop, no task run is left Running, the lock
+frees, and a Retry on the surviving replica finishes without writing the lever twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import AwaitingRetry
+
+from remediation.runner.liveness import SILENCE_S
+from sandbox.stack.core import Stack
+from sandbox.stack.info import StackInfo
+from sandbox.stack.runners import WarmRunnerProcess
+from tests.faults.timing import (
+    CONTAIN,
+    LOCK,
+    WRITE,
+    Marks,
+    active_slots,
+    admin_writes,
+    cancel_unfinished,
+    kill_group,
+    run_state,
+    wait_for,
+)
+from tests.integration.flow_runs import LEAD, ONCALL, answer, answer_until_done, incident, result, start
+from tests.integration.test_trusted_approvals import _deposit_halt
+
+pytestmark = pytest.mark.integration
+STARTED: list[UUID] = []
+
+
+@pytest.fixture
+def st(stack: StackInfo) -> Iterator[Stack]:
+    st = Stack()
+    yield st
+    cancel_unfinished(STARTED)
+    st.admin_slow_write(False)
+    for replica in st.runners:
+        if not replica.running():
+            st.start_runner(replica)
+
+
+def _executing(st: Stack, run_id: object) -> WarmRunnerProcess:
+    holders: list[WarmRunnerProcess] = []
+    wait_for(lambda: bool(holders.extend(r for r in st.runners if r.pid_of(run_id)) or holders),
+             "a replica reports running the run", 10)
+    return holders[0]
+
+
+def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere_writes_once(
+    st: Stack, deployments: list[str], reset_platform: StackInfo,
+) -> None:
+    marks = Marks("the replica executing contain killed mid-step")
+    writes = admin_writes(st.home, WRITE)
+    st.admin_slow_write(True)  # the admin API commits the lever, then holds its answer 30 s
+    run_id = start(CONTAIN, incident_id=incident(), lever="deposit-halt", initiated_by=ONCALL, dry_run=False)
+    STARTED.append(run_id)
+    answer(run_id, approver=LEAD, reason="fault drill")
+    wait_for(lambda: _deposit_halt(reset_platform) == "1", "the lever moved", 60, every_s=0.05)
+    victim = _executing(st, run_id)
+    survivor = next(r for r in st.runners if r is not victim)
+    marks.fault(f"kill -9 {victim.name} and its children, mid-step")
+    kill_group(victim.pid_file)
+    st.admin_slow_write(False)
+
+    # Prefect evaluates a proactive trigger lazily (at the end of the window it last looked at), so a
+    # silence is acted on between one and two windows after it began.
+    bound = 2 * SILENCE_S + 15
+    wait_for(lambda: (run_state(run_id).state or AwaitingRetry()).name == "Crashed", "run marked Crashed", bound)
+    marks.mark("run marked Crashed (heartbeat silence automation)")
+    with get_client(sync_client=True) as client:
+        def open_task_runs() -> list[str]:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+            return [f"{t.name}: {t.state.name}" for t in runs if t.state and t.state.type.value in
+                    ("RUNNING", "PENDING")]
+        wait_for(lambda: not open_task_runs(), "task runs closed", 15)
+    marks.mark("no task run left Running")
+    wait_for(lambda: active_slots(LOCK) == 0, "lock freed by the lapsed lease", 120, every_s=1)
+    marks.mark("lock freed")
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, AwaitingRetry(message="Retry from the UI"))
+    wait_for(lambda: survivor.pid_of(run_id) is not None, "the surviving replica picked the retry up", 30, 0.1)
+    marks.mark("retry running on the surviving replica")
+    run = answer_until_done(run_id, approvers=(LEAD,))
+    marks.mark("retry finished")
+    assert run.state is not None and run.state.is_completed(), run.state
+    assert result(run)["outcome"] in ("already-in-place", "already-applied"), result(run)
+    assert _deposit_halt(reset_platform) == "1"
+    # The killed run's own write may never reach the access log (its client vanished mid-answer).
+    assert admin_writes(st.home, WRITE) - writes <= 1, "the lever was written twice"
