@@ -127,9 +127,6 @@ def main() -> int:
     parser.add_argument("--no-drill", action="store_true")
     args = parser.parse_args()
 
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
-
     from sandbox.stack.core import Stack
     from sandbox.stack.prefect_server import prefect_client_env
     from sandbox.stack.processes import start_detached, stop
@@ -140,7 +137,10 @@ def main() -> int:
     if not (stack.prefect.running() and all(r.running() for r in stack.runners)):
         raise SystemExit("the stack is not up: uv run python -m sandbox.stack up")
     env = {**os.environ, **prefect_client_env(stack.home, info.prefect_api_url), **info.env()}
-    os.environ.update(env)
+    os.environ.update(env)  # before Prefect is imported: it reads its settings once
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
     worker_pid = stack.home / "run" / "bench-process-worker.pid"
     results: dict[str, dict[str, list[float]]] = {}
     drills: dict[str, tuple[float, bool]] = {}

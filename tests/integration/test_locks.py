@@ -13,7 +13,7 @@ import uuid
 import pytest
 from prefect import flow
 
-from remediation.flowkit.locks import LEASE_S, LockBusyError, target_lock
+from remediation.flowkit.locks import target_lock
 from remediation.target.inventory import load_target
 from sandbox.stack.info import StackInfo
 
@@ -54,26 +54,6 @@ def _holder(resource: str) -> tuple[subprocess.Popen[str], str]:
         if word == "held":
             return holder, run_id
     raise TimeoutError("the holder never took the lock")
-
-
-def test_a_killed_holders_slot_frees_when_its_lease_lapses(stack: StackInfo) -> None:
-    resource = f"locktest-{uuid.uuid4().hex[:8]}"
-    holder, _ = _holder(resource)
-    try:
-        with pytest.raises(LockBusyError, match="another run is acting on sandbox"):
-            try_lock(resource, 2)
-        os.killpg(holder.pid, signal.SIGKILL)  # a crash: no release, no lease renewal
-        holder.wait(10)
-        killed_at = time.monotonic()
-        waited = try_lock(resource, LEASE_S + 60)
-        freed_after = time.monotonic() - killed_at
-    finally:
-        if holder.poll() is None:
-            os.killpg(holder.pid, signal.SIGKILL)
-    print(f"slot held {waited:.1f} s after the crash (lease {LEASE_S:.0f} s)")
-    # Held until the lease lapsed and the server's repossessor (15 s loop) revoked it; not forever.
-    assert waited > 5, "the slot was free right after the crash: the lock held nothing"
-    assert freed_after <= LEASE_S + 30, f"slot freed only after {freed_after:.0f} s"
 
 
 def test_a_holder_whose_run_ended_crashed_is_not_waited_for(stack: StackInfo) -> None:
