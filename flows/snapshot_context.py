@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from remediation.domain.text import md_inline
 from remediation.flowkit.futures import settle_all
 from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, TargetName, described
 from remediation.flowkit.run_context import tag_current_run
@@ -84,9 +85,10 @@ def _report_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Snapshot context — {report['incident_id']} on {report['target']}", ""]
     rev = found.get("deployed_revision")
     if rev:
-        lines += [f"**Deployed**: `{rev['sha'][:12]}` {rev['subject']} ({rev['author']}, {rev['committed_at']})", ""]
+        lines += [f"**Deployed**: `{rev['sha'][:12]}` {md_inline(rev['subject'])} ({md_inline(rev['author'])}, "
+                  f"{rev['committed_at']})", ""]
         lines += ["| recent deploy | when | what |", "|---|---|---|"]
-        lines += [f"| `{d['sha'][:12]}` | {d['at']} | {d['what']} |" for d in rev["recent_deploys"]]
+        lines += [f"| `{d['sha'][:12]}` | {d['at']} | {md_inline(d['what'])} |" for d in rev["recent_deploys"]]
         lines.append("")
     health = found.get("health")
     if health:

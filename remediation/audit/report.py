@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from remediation.domain.text import md_inline
+
 __all__ = ["render"]
 
 
@@ -32,7 +34,7 @@ def render(export: dict[str, Any]) -> str:
         first = run["states"][0]["at"] if run["states"] else None
         out.append(f"| {_cell(first)} | {_cell(run['flow'])} | `{run['id'][:8]}` {_cell(run['name'])} | "
                    f"{_cell(run['trigger']['kind'])} | {_cell(run['trigger']['initiated_by'])} | "
-                   f"{_cell(run['final']['name'])}: {_cell(run['final']['message'])} |")
+                   f"{_cell(run['final']['name'])}: {md_inline(run['final']['message'])} |")
     approvals = [r["data"] for r in records if r["kind"] == "approval"]
     out += ["", "## Approvals", ""]
     out += [f"### `{a['key']}` (run `{a['flow_run_id'][:8]}`)\n\n{a['data']}\n" for a in approvals] or ["none", ""]
@@ -43,11 +45,11 @@ def render(export: dict[str, Any]) -> str:
     out += [f"| {_cell(c['intended_at'])} | {_cell(c['lever'] + (' (undo)' if c['undo'] else ''))} | "
             f"{_cell(c['resource'])} | `{_cell(c['before'])}` → `{_cell(c['after'])}` | "
             f"{_cell(', '.join(c['approvers']))} | {_cell(c['outcome'] or 'NONE')} | {_cell(c['outcome_at'])} | "
-            f"{_cell(c['note'])} |" for c in changes] or ["| none | | | | | | | |"]
+            f"{md_inline(c['note'])} |" for c in changes] or ["| none | | | | | | | |"]
     out += ["", "## State changes", ""]
     for run in runs:
         out += [f"### {run['flow']} `{run['id'][:8]}`", "", "| at | state | message |", "|---|---|---|"]
-        out += [f"| {_cell(s['at'])} | {_cell(s['name'])} | {_cell(s['message'])} |" for s in run["states"]]
+        out += [f"| {_cell(s['at'])} | {_cell(s['name'])} | {md_inline(s['message'])} |" for s in run["states"]]
         out += ["", "Parameters (secrets masked): `" + _cell(run["parameters"]) + "`", ""]
     checks = [r["data"] for r in records if r["kind"] == "evidence-check"]
     out += ["## Evidence re-verified in S3", "", "| bundle | files | ok | problems |", "|---|---|---|---|"]

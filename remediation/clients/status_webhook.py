@@ -9,6 +9,8 @@ from typing import Protocol
 import httpx
 from pydantic import SecretStr
 
+from remediation.domain.text import for_slack
+
 __all__ = ["NoChannel", "StatusSender", "StatusWebhook"]
 
 log = logging.getLogger("remediation.status")
@@ -19,7 +21,8 @@ class StatusSender(Protocol):
 
 
 class StatusWebhook:
-    """Posts `{"text": ...}` to an incoming-webhook URL (a secret: it never reaches logs or errors)."""
+    """Posts `{"text": ...}` to an incoming-webhook URL (a secret: it never reaches logs or errors).
+    Our texts use no Slack markup, so all of it is escaped: nothing quoted in it can mention or link."""
 
     def __init__(self, url: SecretStr, client: httpx.Client) -> None:
         self._url = url
@@ -27,7 +30,7 @@ class StatusWebhook:
 
     def send(self, text: str) -> bool:
         try:
-            response = self._http.post(self._url.get_secret_value(), json={"text": text})
+            response = self._http.post(self._url.get_secret_value(), json={"text": for_slack(text)})
         except httpx.HTTPError as exc:
             log.warning("status update not delivered: %s", type(exc).__name__)
             return False

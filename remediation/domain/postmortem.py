@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from remediation.domain.text import md_inline
+
 __all__ = ["business_days_after", "due_date", "render_postmortem", "timeline"]
 
 #: Seed 000: "postmortem deadline: 5 business days for SEV1, 10 for SEV2".
@@ -113,7 +115,7 @@ def render_postmortem(incident_id: str, severity: str, title: str, records: list
     alert = next((r for r in runs if str(r["parameters"].get("initiated_by", "")).startswith("alert:")), None)
     if rollback is not None:
         bad = rollback["plan"]["bad"]
-        root = (f"Commit `{bad['sha'][:12]}` \"{bad['subject']}\" by {bad['author']} "
+        root = (f"Commit `{bad['sha'][:12]}` \"{md_inline(bad['subject'])}\" by {md_inline(bad['author'])} "
                 f"({rollback['plan']['bad_age_hours']:.1f} h old when found), deployed on "
                 f"{rollback['plan']['host']}. <the mechanism, for a human to complete>")
     else:

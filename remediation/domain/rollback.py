@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from remediation.domain.commits import Commit
+from remediation.domain.text import md_inline
 
 __all__ = [
     "REVERT_PLACEHOLDER",
@@ -97,7 +98,7 @@ def revert_message(plan: RevertPlan, incident_id: str, approver: str | None, rea
 def summary_markdown(incident_id: str, plan: RevertPlan) -> str:
     lines = [f"### rollback on `{plan.target}` for {incident_id}", ""]
     lines += [
-        f"- **bad commit**: `{plan.bad.sha[:12]}` {plan.bad.subject} — {plan.bad.author}, "
+        f"- **bad commit**: `{plan.bad.sha[:12]}` {md_inline(plan.bad.subject)} — {md_inline(plan.bad.author)}, "
         f"{plan.bad.committed_at:%Y-%m-%d %H:%M} UTC ({plan.bad_age_hours:.1f} h old)"
         + (" — found as the last deploy" if plan.from_last_deploy else ""),
         f"- **deployed on {plan.host}**: `{plan.deployed_sha[:12]}`",
@@ -110,10 +111,11 @@ def summary_markdown(incident_id: str, plan: RevertPlan) -> str:
             f"(limit {plan.max_age_hours:g} h). Approving overrides the policy: say why in the reason.",
         ]
     if plan.existing_revert is not None:
-        lines += [f"- **already reverted by** `{plan.existing_revert.sha[:12]}` {plan.existing_revert.subject}"]
+        revert = plan.existing_revert
+        lines += [f"- **already reverted by** `{revert.sha[:12]}` {md_inline(revert.subject)}"]
     lines += ["", f"**Files** ({len(plan.files)}): " + ", ".join(f"`{f}`" for f in plan.files), ""]
     lines += ["```", plan.diff_stat.strip(), "```", "", "**Host commands** (in order):", ""]
     lines += [f"{i}. `{c}`" for i, c in enumerate(plan.commands, 1)]
     lines += ["", "**Recent commits** (`git log --oneline -10`):", ""]
-    lines += [f"- `{c.sha[:7]}` {c.subject}" for c in plan.recent]
+    lines += [f"- `{c.sha[:7]}` {md_inline(c.subject)}" for c in plan.recent]
     return "\n".join(lines) + "\n"

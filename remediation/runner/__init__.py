@@ -1,8 +1,8 @@
 """A warm runner: executes a work pool's deployment runs in pre-started interpreters, within a second.
 
 A process worker polls its pool and starts a fresh interpreter per run: `import prefect`
-plus the flow's imports cost seconds before the flow function runs. For `capture-evidence`
-(the first minutes of an incident) this process instead:
+plus the flow's imports cost seconds before the flow function runs. For every runbook (the
+first minutes of an incident) this process instead:
 
 * keeps `warm` child interpreters ready: each has imported Prefect's engine, the pool's
   deployment entrypoints (so the flows and their tasks and clients) and the `--preload`
@@ -20,14 +20,18 @@ plus the flow's imports cost seconds before the flow function runs. For `capture
   deployment run's. The child exits after one run and a new one is warmed in its place;
 * marks a run `Crashed` if its child dies without a final state, and cancels a run the UI
   cancels (a `prefect.flow-run.Cancelling` event: the child is killed, the run `Cancelled`);
-* heartbeats as a worker of the pool, so the UI shows the pool ready.
+* heartbeats as a worker of the pool, so the UI shows the pool ready, and for each run it
+  executes (`liveness.py`): a Prefect automation every runner installs marks a run `Crashed`
+  when those heartbeats stop (its host died with the runner), and the runners close a crashed
+  run's task runs.
 
     python -m remediation.runner serve --pool remediation-fast [--warm 2] [--limit 8]
         [--poll-s 10] [--preload boto3 paramiko ...]
 
 The pieces: `pool.py` keeps the warm children (`WarmChild` is the runner's handle on one),
-`child.py` is what runs inside a child, `events.py` follows the event stream, `runner.py`
-claims, supervises and polls, `__main__.py` is the command line.
+`child.py` is what runs inside a child, `events.py` follows the event stream, `liveness.py`
+heartbeats runs and installs the automation, `runner.py` claims, supervises and polls,
+`__main__.py` is the command line.
 """
 
 from remediation.runner.runner import RunnerConfig, WarmRunner

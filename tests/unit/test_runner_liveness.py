@@ -1,0 +1,95 @@
+"""The runner's liveness pieces against a recording client: one automation however many replicas
+start, heartbeats in one request, a crashed run's open task runs closed."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+from uuid import UUID, uuid4
+
+from prefect.client.schemas.objects import StateType
+
+from remediation.runner import liveness
+
+
+class Recorder:
+    def __init__(self, automations: list[Any] | None = None, task_runs: list[Any] | None = None) -> None:
+        self.automations = automations or []
+        self.task_runs = task_runs or []
+        self.created: list[Any] = []
+        self.deleted: list[UUID] = []
+        self.states: list[tuple[UUID, str, bool]] = []
+        self.posted: list[Any] = []
+        self.task_filter: Any = None
+        self._client = SimpleNamespace(post=self._post)
+
+    async def _post(self, path: str, json: Any) -> Any:
+        self.posted.append((path, json))
+        return SimpleNamespace(raise_for_status=lambda: None)
+
+    async def read_automations_by_name(self, name: str) -> list[Any]:
+        return [a for a in self.automations if a.name == name]
+
+    async def create_automation(self, automation: Any) -> UUID:
+        self.created.append(automation)
+        made = SimpleNamespace(id=uuid4(), name=automation.name)
+        self.automations.append(made)
+        return made.id
+
+    async def delete_automation(self, automation_id: UUID) -> None:
+        self.deleted.append(automation_id)
+        self.automations = [a for a in self.automations if a.id != automation_id]
+
+    async def read_task_runs(self, **filters: Any) -> list[Any]:
+        self.task_filter = filters["task_run_filter"]
+        return self.task_runs
+
+    async def set_task_run_state(self, task_run_id: UUID, state: Any, force: bool) -> None:
+        self.states.append((task_run_id, state.type.value, force))
+
+
+def test_the_automation_is_created_once_crashing_silent_runs() -> None:
+    client = Recorder()
+    asyncio.run(liveness.ensure_automation(client))
+    asyncio.run(liveness.ensure_automation(client))
+    [made] = client.created
+    trigger = made.trigger
+    assert trigger.posture == "Proactive" and trigger.for_each == {"prefect.resource.id"}
+    assert trigger.after == {liveness.HEARTBEAT} and liveness.HEARTBEAT in trigger.expect
+    assert {"prefect.flow-run.Completed", "prefect.flow-run.Crashed"} <= trigger.expect
+    assert trigger.within.total_seconds() == liveness.SILENCE_S
+    assert made.actions[0].state == StateType.CRASHED
+
+
+def test_replicas_that_raced_keep_the_same_single_automation() -> None:
+    class Racing(Recorder):
+        """The other replica creates its own copy between our read and our create."""
+
+        async def create_automation(self, automation: Any) -> UUID:
+            self.automations.append(SimpleNamespace(id=uuid4(), name=automation.name))
+            return await super().create_automation(automation)
+
+    client = Racing()
+    asyncio.run(liveness.ensure_automation(client))
+    [kept] = client.automations
+    assert len(client.deleted) == 1 and str(kept.id) < str(client.deleted[0])
+
+
+def test_heartbeats_go_in_one_request_naming_each_run_and_the_pool() -> None:
+    client, runs, pool = Recorder(), [uuid4(), uuid4()], uuid4()
+    asyncio.run(liveness.heartbeat(client, runs, pool))
+    asyncio.run(liveness.heartbeat(client, [], pool))  # nothing running: no request
+    [(path, events)] = client.posted
+    assert path == "/events" and [e["event"] for e in events] == [liveness.HEARTBEAT] * 2
+    assert [e["resource"]["prefect.resource.id"] for e in events] == [f"prefect.flow-run.{r}" for r in runs]
+    assert events[0]["related"][0]["prefect.resource.id"] == f"prefect.work-pool.{pool}"
+
+
+def test_a_crashed_runs_open_task_runs_are_closed_as_crashed() -> None:
+    open_runs = [SimpleNamespace(id=uuid4()), SimpleNamespace(id=uuid4())]
+    client = Recorder(task_runs=open_runs)
+    assert asyncio.run(liveness.close_task_runs(client, uuid4())) == 2
+    assert client.states == [(t.id, "CRASHED", True) for t in open_runs]
+    asked = client.task_filter.state.type.any_
+    assert set(asked) == {StateType.RUNNING, StateType.PENDING}
