@@ -1,7 +1,9 @@
 """Stable names for an alert group: incident id, group fingerprint, Prefect idempotency key.
 
-All three derive from one basis, `source \\x1f group key \\x1f earliest start (UTC, ISO)`,
-so every replica, retry and restart computes the same values with no shared memory:
+All three derive from one basis, `source \\x1f group key \\x1f episode start (UTC, ISO)`. The
+episode start is the earliest alert start the group had when it began firing, kept by the intake
+journal until the group resolves (`IntakeJournal.episode_start`), so every retry and restart, and
+every replica sharing the journal, computes the same values:
 
 - incident id  `INC-<YYYYMMDD of the start>-<first 10 hex of sha256(basis)>`, e.g.
   `INC-20260314-3fa94c0b1e` (matches `remediation.flowkit.params.IncidentId`);
@@ -17,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 
 from remediation.alerts.models import AlertGroup
 
-__all__ = ["GroupIdentity", "identify"]
+__all__ = ["GroupIdentity", "group_fingerprint", "identify"]
 
 _SEP = "\x1f"
 
@@ -36,12 +39,18 @@ class GroupIdentity:
         return self.fingerprint[:12]
 
 
-def identify(group: AlertGroup) -> GroupIdentity:
-    start = group.starts_at.isoformat() if group.starts_at is not None else "-"
+def group_fingerprint(group: AlertGroup) -> str:
+    return hashlib.sha256(_SEP.join((group.source, group.group_key)).encode()).hexdigest()[:16]
+
+
+def identify(group: AlertGroup, episode_start: datetime | None = None) -> GroupIdentity:
+    """`episode_start`: the journal's start for the group (default: this notification's earliest)."""
+    started = episode_start or group.starts_at
+    start = started.isoformat() if started is not None else "-"
     basis = _SEP.join((group.source, group.group_key, start))
     digest = hashlib.sha256(basis.encode()).hexdigest()
-    day = group.starts_at.strftime("%Y%m%d") if group.starts_at is not None else "0"
-    fingerprint = hashlib.sha256(_SEP.join((group.source, group.group_key)).encode()).hexdigest()[:16]
+    day = started.strftime("%Y%m%d") if started is not None else "0"
+    fingerprint = group_fingerprint(group)
     return GroupIdentity(
         incident_id=f"INC-{day}-{digest[:10]}",
         fingerprint=fingerprint,

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from remediation.alerts.dispatch import StartDispatcher
-from remediation.alerts.identity import GroupIdentity, identify
+from remediation.alerts.identity import GroupIdentity, group_fingerprint, identify
 from remediation.alerts.journal import IntakeJournal, JournalEntry
 from remediation.alerts.models import AlertGroup
 from remediation.alerts.routing import ReceiverConfig, RouteAction
@@ -82,6 +82,7 @@ class AlertIntake:
     ) -> None:
         self.config = config
         self.starter = starter
+        self.journal = journal
         self.batch_delay_s = batch_delay_s
         self._buffer: list[AlertRecord] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -89,7 +90,9 @@ class AlertIntake:
                                           backoff_s=backoff_s)
 
     async def handle(self, group: AlertGroup) -> Outcome:
-        ident = identify(group)
+        episode = self.journal.episode_start(group_fingerprint(group), group.starts_at,
+                                             resolved=group.status == "resolved") if group.episodic else None
+        ident = identify(group, episode)
         routed = self.config.route(group)
         if group.status == "resolved":
             await self.starter.record(self._record("resolved", group, ident, routed))

@@ -8,11 +8,17 @@ an fsync: losing one costs only a replay, which Prefect's idempotency key turns 
 that exists. Several replicas may share one file (SQLite locks it) or keep their own. Rows
 that started are kept for `keep_s` (a week) so a restart still answers repeats from disk.
 Calls are serialised by a lock: the dispatcher makes them from one I/O thread.
+
+It also keeps each alert group's current episode (`episode_start`): the start that names its
+incident, fixed when the group first fires and kept until the group resolves — so the oldest
+alert resolving and dropping out of later notifications does not rename the incident. Replicas
+that must agree on names share the journal file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import sqlite3
 import threading
@@ -37,6 +43,14 @@ CREATE TABLE IF NOT EXISTS intake (
     run_id       TEXT,
     started_at   REAL,
     failed       TEXT
+)"""
+
+
+_EPISODES = """
+CREATE TABLE IF NOT EXISTS episode (
+    fingerprint  TEXT PRIMARY KEY,
+    started      TEXT NOT NULL,
+    resolved_at  REAL
 )"""
 
 
@@ -73,10 +87,12 @@ class IntakeJournal:
         self._lock = threading.Lock()
         self._db = self._connect("FULL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_EPISODES)
         # A second connection on one file; in memory there is only one database per connection.
         self._lazy = self._db if memory else self._connect("NORMAL")
         self._reader = self._db if memory else self._connect("NORMAL")
         self._db.execute("DELETE FROM intake WHERE started_at IS NOT NULL AND started_at < ?", (time.time() - keep_s,))
+        self._db.execute("DELETE FROM episode WHERE resolved_at < ?", (time.time() - keep_s,))
 
     def _reading(self) -> contextlib.AbstractContextManager[object]:
         # A file's reader is its own connection (WAL: never waits for the writer's fsync, so the
@@ -122,6 +138,31 @@ class IntakeJournal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def episode_start(self, fingerprint: str, seen: dt.datetime | None, *, resolved: bool) -> dt.datetime | None:
+        """The start naming the group's current episode. Firing: the open episode's start if there is
+        one (whatever the notification's earliest alert is now), else `seen` opens a new episode. Resolved:
+        the open episode's start, and the episode is closed (the next firing opens a new one)."""
+        with self._reading():
+            row = self._reader.execute("SELECT started FROM episode WHERE fingerprint = ? AND resolved_at IS NULL",
+                                       (fingerprint,)).fetchone()
+        current = dt.datetime.fromisoformat(row[0]) if row else None
+        if resolved:
+            if current is not None:
+                with self._lock:
+                    self._lazy.execute("UPDATE episode SET resolved_at = ? WHERE fingerprint = ?",
+                                       (time.time(), fingerprint))
+            return current or seen
+        if current is not None or seen is None:
+            return current or seen
+        with self._lock:
+            # Two requests opening one episode at once: the first insert wins, both read it back.
+            self._lazy.execute(
+                "INSERT INTO episode (fingerprint, started) VALUES (?, ?) ON CONFLICT (fingerprint) DO UPDATE"
+                " SET started = excluded.started, resolved_at = NULL WHERE episode.resolved_at IS NOT NULL",
+                (fingerprint, seen.isoformat()))
+            row = self._lazy.execute("SELECT started FROM episode WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return dt.datetime.fromisoformat(row[0])
 
     def run_id(self, key: str) -> UUID | None:
         """From a reader connection: in WAL mode it never waits for the writer's fsync."""

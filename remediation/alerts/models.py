@@ -49,6 +49,9 @@ class AlertGroup:
     summary: str = ""
     #: The sender's own ids for the alerts in this notification (Alertmanager fingerprints, Sentry issue id).
     alert_ids: tuple[str, ...] = field(default_factory=tuple)
+    #: A group of alerts that fires, changes and resolves as one (Alertmanager, Grafana): its incident is
+    #: named by its episode (`IntakeJournal.episode_start`), not by whichever alert is oldest right now.
+    episodic: bool = False
 
 
 def _utc(ts: datetime) -> datetime:
@@ -90,7 +93,7 @@ class AlertmanagerWebhook(_Sender):
         first = min(self.alerts, key=lambda a: a.startsAt)
         labels = dict(self.commonLabels) or dict(first.labels)
         return AlertGroup(
-            source="alertmanager",
+            source="alertmanager", episodic=True,
             group_key=self.groupKey,
             status=self.status,
             starts_at=_utc(first.startsAt),
@@ -132,7 +135,7 @@ class GrafanaWebhook(_Sender):
         labels = dict(self.commonLabels) or dict(first.labels)
         key = f"{self.orgId}/{self.groupKey}" if self.orgId is not None else self.groupKey
         return AlertGroup(
-            source="grafana", group_key=key, status=self.status, starts_at=_utc(first.startsAt),
+            source="grafana", episodic=True, group_key=key, status=self.status, starts_at=_utc(first.startsAt),
             labels=labels,
             summary=_summary(
                 self.commonAnnotations.get("summary"), first.annotations.get("summary"),

@@ -116,10 +116,18 @@ def test_repeats_and_growing_groups_reuse_the_run_a_new_start_does_not() -> None
     refired = payload("alertmanager")
     for a in refired["alerts"]:
         a["startsAt"] = "2026-03-15T08:00:00Z"
-    later = rx.post("/alerts/alertmanager", refired, AUTH).json()
+    # Still the open episode (its first alerts resolved and dropped out): same incident, same run.
+    assert rx.post("/alerts/alertmanager", refired, AUTH).json()["incident_id"] == first["incident_id"]
+    resolved = payload("alertmanager")
+    resolved["status"] = "resolved"
+    for a in resolved["alerts"]:
+        a["status"] = "resolved"
+    assert rx.post("/alerts/alertmanager", resolved, AUTH).json()["incident_id"] == first["incident_id"]
+    later = rx.post("/alerts/alertmanager", refired, AUTH).json()  # fires again after it resolved
     assert later["incident_id"] != first["incident_id"] and later["deduplicated"] is False
     assert rx.starter.created_runs == 2
-    assert len(rx.starter.records) == 2, "only newly created runs are recorded as firing events"
+    firing = [r for r in rx.starter.records if r.event == "remediation.alert.firing"]
+    assert len(firing) == 2, "only newly created runs are recorded as firing events"
 
 
 def test_resolved_is_recorded_and_starts_nothing() -> None:
