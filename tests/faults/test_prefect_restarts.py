@@ -69,44 +69,46 @@ def _approve_applies_once(st: Stack, run_id: UUID, writes_before: int, marks: Ma
     wait_for(lambda: active_slots(LOCK) == 0, "lock released after the run", 10)
 
 
-def test_an_api_server_killed_while_a_run_waits_the_other_serves_and_the_approval_applies_once(
+def test_a_run_waiting_for_approval_outlives_an_api_server_then_every_server_process_and_redis(
     st: Stack, deployments: list[str], reset_platform: StackInfo,
 ) -> None:
-    marks = Marks("one API server killed during an approval wait")
+    """Three rows of the matrix on one waiting run (one contain, one lock, one approval at the end):
+    an API server killed — the other serves; both API servers and the services killed and restarted;
+    Redis killed and restarted. After each, the run still waits and holds its lock; the approval,
+    given past the run's first lease renewal after the restarts, applies once."""
     writes = admin_writes(st.home, WRITE)
     run_id = _paused_contain()
-    marks.fault(f"kill -9 {st.prefect.apis[0].name}")
+    locked = time.monotonic()  # the lock was taken just before the pause: its first renewal is due 45 s on
+
+    one = Marks("one API server killed during an approval wait")
+    one.fault(f"kill -9 {st.prefect.apis[0].name}")
     kill_group(st.prefect.apis[0].pid_file)
     ui = httpx.get(st.prefect.api_url.removesuffix("/api") + "/", timeout=10)
     assert ui.status_code == 200 and "<html" in ui.text.lower(), "the UI is not served"
     assert httpx.get(f"{st.prefect.api_url}/health", timeout=10).status_code == 200
-    marks.mark("UI and API answered through the balancer")
+    one.mark("UI and API answered through the balancer")
     _still_waiting(run_id)
-    _approve_applies_once(st, run_id, writes, marks)
 
-
-def test_every_server_process_and_redis_restarted_while_a_run_waits_keeps_the_run_and_its_lock(
-    st: Stack, deployments: list[str], reset_platform: StackInfo,
-) -> None:
-    marks = Marks("every API server, the services and Redis restarted during an approval wait")
-    writes = admin_writes(st.home, WRITE)
-    run_id = _paused_contain()
-    locked = time.monotonic()  # the lock was taken just before the pause: its first renewal is due 45 s on
-    marks.fault("kill -9 both API servers and the services process, then Redis")
+    every = Marks("every API server and the services restarted during an approval wait")
+    every.fault("kill -9 the other API server and the services process")
     for part in [*st.prefect.apis, st.prefect.services]:
         assert part is not None
-        kill_group(part.pid_file)
+        if part.running():
+            kill_group(part.pid_file)
     st.prefect.start()
-    marks.mark("API back through the balancer")
+    every.mark("API back through the balancer")
     _still_waiting(run_id)
+
+    redis = Marks("Redis killed during an approval wait")
     assert st.prefect.redis is not None
-    kill_group(st.prefect.redis.pid_file)  # kill -9: the append-only file has all but the last second
+    redis.fault("kill -9 Redis (the append-only file has all but the last second), start it again")
+    kill_group(st.prefect.redis.pid_file)
     st.prefect.redis.start()
-    marks.mark("Redis killed and restarted")
+    redis.mark("Redis back")
     # The run renews its 60 s lease every 45 s: outlive its first renewal, due after the restarts (the
     # renewal a server with in-memory leases answers 410 Gone, crashing the run).
     while time.monotonic() - locked < 52:
         _still_waiting(run_id)
         time.sleep(2)
-    marks.mark("still paused, lock held, past a lease renewal")
-    _approve_applies_once(st, run_id, writes, marks)
+    redis.mark("still paused, lock held, past a lease renewal")
+    _approve_applies_once(st, run_id, writes, redis)

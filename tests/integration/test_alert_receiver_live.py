@@ -147,7 +147,7 @@ AMTOOL = "/usr/bin/amtool"
 
 
 class Alertmanager:
-    def __init__(self, home: Path, receiver_url: str) -> None:
+    def __init__(self, home: Path, receiver_url: str, group_interval: str = "10m") -> None:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -159,7 +159,7 @@ route:
   receiver: remediation
   group_by: [alertname, env, itrun]
   group_wait: 1s
-  group_interval: 10m
+  group_interval: {group_interval}
   repeat_interval: 12h
 receivers:
   - name: remediation
@@ -192,11 +192,11 @@ receivers:
             time.sleep(0.2)
         raise TimeoutError((self.home / "alertmanager.log").read_text()[-3000:])
 
-    def amtool_add(self, labels: dict[str, str], start: datetime) -> None:
+    def amtool_add(self, labels: dict[str, str], start: datetime, end: datetime | None = None) -> None:
         subprocess.run(
             [AMTOOL, "alert", "add", *(f"{k}={v}" for k, v in labels.items()),
              "--annotation=summary=Deposit error rate above 5%", f"--start={start.isoformat()}",
-             f"--alertmanager.url={self.url}"],
+             *([f"--end={end.isoformat()}"] if end else []), f"--alertmanager.url={self.url}"],
             check=True, capture_output=True, timeout=30,
         )
 
@@ -209,12 +209,12 @@ receivers:
             return 0.0
         return value("alertmanager_notifications_total"), value("alertmanager_notifications_failed_total")
 
-    def wait_sent(self, timeout_s: float = 30) -> None:
+    def wait_sent(self, timeout_s: float = 30, count: int = 1) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             sent, failed = self.webhook_sent()
             assert failed == 0, (self.home / "alertmanager.log").read_text()[-3000:]
-            if sent >= 1:
+            if sent >= count:
                 return
             time.sleep(0.3)
         raise TimeoutError("Alertmanager sent no webhook:\n" + (self.home / "alertmanager.log").read_text()[-3000:])
@@ -330,6 +330,47 @@ def test_real_alertmanager_starts_exactly_one_capture_per_group(
             am2.stop()
         receiver.stop()
     assert TOKEN not in (tmp_path / "receiver.log").read_text()
+
+
+def test_the_oldest_alert_resolving_first_keeps_the_incident_through_real_alertmanager(
+    stack: StackInfo, capture_deployment: str, tmp_path: Path, created_runs: set[str]
+) -> None:
+    """Alertmanager's own sequence: the group's oldest alert resolves (sent once as resolved, then
+    dropped), another joins, then all resolve. One incident id throughout, one capture run."""
+    routes = write_routes(tmp_path / "routes.toml", capture_deployment)
+    log = tmp_path / "receiver.log"
+    receiver = ReceiverProcess(routes, ENV, log).start()
+    itrun = uuid.uuid4().hex[:12]
+    group = {"alertname": "WalletDepositErrors", "env": "sandbox", "itrun": itrun, "service": "wallet"}
+    now = datetime.now(UTC).replace(microsecond=0)
+    oldest, newer, joined = ({**group, "instance": i} for i in ("wallet-1", "wallet-2", "wallet-3"))
+    am = Alertmanager(tmp_path / "am", receiver.url, group_interval="1s")
+    try:
+        am.start()
+        am.amtool_add(oldest, now - timedelta(minutes=20))
+        am.amtool_add(newer, now - timedelta(minutes=5))
+        am.wait_sent(count=1)
+        am.amtool_add(oldest, now - timedelta(minutes=20), end=datetime.now(UTC))  # the oldest resolves
+        am.wait_sent(count=2)
+        am.amtool_add(joined, now - timedelta(minutes=1))
+        am.wait_sent(count=3)
+        for labels, start in ((newer, now - timedelta(minutes=5)), (joined, now - timedelta(minutes=1))):
+            am.amtool_add(labels, start, end=datetime.now(UTC))
+        am.wait_sent(count=4)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and " resolved: group " not in log.read_text():
+            time.sleep(0.2)
+        runs = _runs_with_label(capture_deployment, "itrun", itrun)
+        created_runs.update(str(r.id) for r in runs)
+    finally:
+        am.stop()
+        receiver.stop()
+    assert len(runs) == 1, runs
+    incident = runs[0].parameters["incident_id"]
+    named = {line.split()[line.split().index("alertmanager") + 1] for line in log.read_text().splitlines()
+             if "alert alertmanager INC-" in line}
+    assert named == {incident}, f"the incident was renamed along the way: {named}"
+    assert " resolved: group " in log.read_text()
 
 
 def _assert_bundle_in_s3(run_id: uuid.UUID, incident: str) -> None:
