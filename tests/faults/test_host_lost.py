@@ -13,7 +13,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import AwaitingRetry
 
 from remediation.flowkit.locks import LEASE_S
-from remediation.runner.liveness import SILENCE_S
+from remediation.runner.liveness import HEARTBEAT_S, SILENCE_S
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
 from sandbox.stack.runners import WarmRunnerProcess
@@ -71,8 +71,9 @@ def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere
     st.admin_slow_write(False)
 
     # Prefect evaluates a proactive trigger lazily (at the end of the window it last looked at), so a
-    # silence is acted on between one and two windows after it began.
-    bound = 2 * SILENCE_S + 15
+    # silence is acted on between one and two windows after it began; plus the heartbeat interval (the
+    # last beat came up to one interval before the kill), the services' 5 s granularity and slack.
+    bound = 2 * SILENCE_S + HEARTBEAT_S + 20
     wait_for(lambda: (run_state(run_id).state or AwaitingRetry()).name == "Crashed", "run marked Crashed", bound)
     marks.mark("run marked Crashed (heartbeat silence automation)")
     with get_client(sync_client=True) as client:
