@@ -1,8 +1,8 @@
 """HAProxy in front of the Prefect API servers: what the UI, workers, flows and the CLI talk to.
 
-Round robin over the healthy servers (`GET /api/health` every second); a server that stops
-answering is out within ~2 s and back when it answers again. Long timeouts for the event stream's
-websocket (`/api/events/out`), which the warm runners keep open.
+Round robin over the healthy servers (`GET /api/health` every second); a server that refuses a
+connection is out at once (two failed checks otherwise) and back after one good check. Long
+timeouts for the event stream's websocket (`/api/events/out`), which the warm runners keep open.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ frees, and a Retry on the surviving replica finishes without writing the lever t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import UUID
 
 import pytest
@@ -24,7 +23,6 @@ from tests.faults.timing import (
     Marks,
     active_slots,
     admin_writes,
-    cancel_unfinished,
     kill_group,
     run_state,
     wait_for,
@@ -33,18 +31,6 @@ from tests.integration.flow_runs import LEAD, ONCALL, answer, answer_until_done,
 from tests.integration.test_trusted_approvals import _deposit_halt
 
 pytestmark = pytest.mark.integration
-STARTED: list[UUID] = []
-
-
-@pytest.fixture
-def st(stack: StackInfo) -> Iterator[Stack]:
-    st = Stack()
-    yield st
-    cancel_unfinished(STARTED)
-    st.admin_slow_write(False)
-    for replica in st.runners:
-        if not replica.running():
-            st.start_runner(replica)
 
 
 def _executing(st: Stack, run_id: object) -> WarmRunnerProcess:
@@ -55,13 +41,13 @@ def _executing(st: Stack, run_id: object) -> WarmRunnerProcess:
 
 
 def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere_writes_once(
-    st: Stack, deployments: list[str], reset_platform: StackInfo,
+    st: Stack, started: list[UUID], deployments: list[str], reset_platform: StackInfo,
 ) -> None:
     marks = Marks("the replica executing contain killed mid-step")
     writes = admin_writes(st.home, WRITE)
     st.admin_slow_write(True)  # the admin API commits the lever, then holds its answer 30 s
     run_id = start(CONTAIN, incident_id=incident(), lever="deposit-halt", initiated_by=ONCALL, dry_run=False)
-    STARTED.append(run_id)
+    started.append(run_id)
     answer(run_id, approver=LEAD, reason="fault drill")
     wait_for(lambda: _deposit_halt(reset_platform) == "1", "the lever moved", 60, every_s=0.05)
     victim = _executing(st, run_id)

@@ -4,7 +4,6 @@ and Redis; its target lock stays held; the approval applies once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from uuid import UUID
 
 import httpx
@@ -20,7 +19,6 @@ from tests.faults.timing import (
     Marks,
     active_slots,
     admin_writes,
-    cancel_unfinished,
     kill_group,
     run_state,
     wait_for,
@@ -30,23 +28,10 @@ from tests.integration.flow_runs import LEAD, ONCALL, answer, confirm_initiator,
 pytestmark = pytest.mark.integration
 
 
-STARTED: list[UUID] = []
-
-
-@pytest.fixture
-def st(stack: StackInfo) -> Iterator[Stack]:
-    """The stack, every Prefect process back up after the test whatever it killed."""
-    st = Stack()
-    assert st.prefect.ha, "the fault matrix runs against the HA shape (SANDBOX_PREFECT_DB=postgresql)"
-    yield st
-    st.prefect.start()
-    cancel_unfinished(STARTED)
-
-
-def _paused_contain() -> UUID:
+def _paused_contain(started: list[UUID]) -> UUID:
     """A deposit-halt contain holding its lock, waiting for its approval."""
     run_id = start(CONTAIN, incident_id=incident(), lever="deposit-halt", initiated_by=ONCALL, dry_run=False)
-    STARTED.append(run_id)
+    started.append(run_id)
     confirm_initiator(run_id)
     assert pending_step(wait_for_pause(run_id, timeout_s=60)) == "contain-deposit-halt"
     assert active_slots(LOCK) == 1
@@ -70,14 +55,14 @@ def _approve_applies_once(st: Stack, run_id: UUID, writes_before: int, marks: Ma
 
 
 def test_a_run_waiting_for_approval_outlives_an_api_server_then_every_server_process_and_redis(
-    st: Stack, deployments: list[str], reset_platform: StackInfo,
+    st: Stack, started: list[UUID], deployments: list[str], reset_platform: StackInfo,
 ) -> None:
     """Three rows of the matrix on one waiting run (one contain, one lock, one approval at the end):
     an API server killed — the other serves; both API servers and the services killed and restarted;
     Redis killed and restarted. After each, the run still waits and holds its lock; the approval,
     given past the run's first lease renewal after the restarts, applies once."""
     writes = admin_writes(st.home, WRITE)
-    run_id = _paused_contain()
+    run_id = _paused_contain(started)
     locked = time.monotonic()  # the lock was taken just before the pause: its first renewal is due 45 s on
 
     one = Marks("one API server killed during an approval wait")
