@@ -24,7 +24,7 @@ log = logging.getLogger("remediation.runner")
 
 HEARTBEAT = "prefect.flow-run.heartbeat"
 HEARTBEAT_S = 5.0
-#: Longer than a restart of every API server (measured 20-24 s on 2 cores), so a restart crashes nothing.
+#: Longer than a restart of every API server (measured 20-30 s on 2 cores), so a restart crashes nothing.
 SILENCE_S = 45
 AUTOMATION_NAME = "remediation: crash runs whose runner stopped"
 _FINAL = ("Completed", "Failed", "Cancelled", "Crashed")
