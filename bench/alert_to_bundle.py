@@ -85,8 +85,7 @@ def one_alert(url: str, token: str, nonce: str, i: int) -> dict[str, Any]:
 
 
 def reverify(run: Any) -> list[str]:
-    from remediation.evidence.bundle import MANIFEST, verify_s3
-    from remediation.evidence.sync import fetch_manifest
+    from remediation.evidence.anchored import anchor_for, verify_bundle
     from remediation.target.connect import evidence_store
     from remediation.target.inventory import load_target
 
@@ -95,7 +94,7 @@ def reverify(run: Any) -> list[str]:
         return [f"run {run.id} did not upload: {run.state.message}"]
     target = load_target(report["target"])
     prefix = report["s3"].removeprefix(f"s3://{target.evidence.bucket}/").strip("/")
-    return verify_s3(evidence_store(target), fetch_manifest(target, f"{prefix}/{MANIFEST}"), prefix)[1]
+    return verify_bundle(evidence_store(target), prefix, anchor_for(target, prefix))[1]
 
 
 # --- the plain shell script ----------------------------------------------------------------------

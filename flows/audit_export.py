@@ -33,12 +33,13 @@ def audit_export(incident_id: IncidentId, target: TargetName = "sandbox", dry_ru
                          data={"outcome": "dry-run", "runs": [str(r.id) for r in runs]})
     export = build_audit_export(inv, incident_id)
     where = store_audit_export(inv, export)
-    problems = verify_audit_export(inv, export)
+    problems = verify_audit_export(inv, export, where)
     create_markdown_artifact(key=f"audit-{incident_id.lower()}", markdown=render(export),
                              description=f"audit export of {incident_id}; stored at {where['s3']}")
     log.info("audit export of %s: %d records, head %s, stored at %s", incident_id,
              export["chain_head"]["count"], export["chain_head"]["head"][:16], where["s3"])
-    data = {"where": where, "chain_head": export["chain_head"], "runs": export["runs"], "problems": problems}
+    # The signed head in the run's result too: a third copy outside the bucket, beside the database's.
+    data = {"where": where, "chain_head": where["head"], "runs": export["runs"], "problems": problems}
     if problems:
         return Failed(message=f"audit export stored, but {len(problems)} problem(s): {problems[0]}", data=data)
     return Completed(message=f"{export['runs']} run(s), {export['chain_head']['count']} records sealed; "

@@ -40,7 +40,7 @@ from remediation.target import connect
 from remediation.target.evidence_profile import PROFILE_NAME
 from remediation.target.inventory import load_target
 from tasks.database.activity import capture_pg_query
-from tasks.evidence_store import upload_evidence_bundle
+from tasks.evidence_store import anchor_evidence_bundle, upload_evidence_bundle
 from tasks.gateway import capture_health
 from tasks.host import capture_host_command, capture_host_git
 from tasks.prometheus import capture_error_rate
@@ -114,19 +114,25 @@ def capture_evidence(
     upload = upload_evidence_bundle(inv, str(directory), return_state=True)
     uploaded = upload.is_completed()
     upload_error = None if uploaded else redactor.text(failure_reason(upload))
+    anchor, anchor_error = None, None
+    if uploaded:
+        # The versions and hashes just verified, kept outside the bucket: what `evidence verify` trusts.
+        anchored = anchor_evidence_bundle(inv, str(directory), return_state=True)
+        anchor = anchored.result() if anchored.is_completed() else None
+        anchor_error = None if anchored.is_completed() else redactor.text(failure_reason(anchored))
     counts = manifest.counts()
     where = f"s3://{manifest.s3_bucket}/{manifest.s3_prefix}/"
     report = {
         "dry_run": False, "incident_id": incident_id, "target": inv.name, "profile": profile,
         "bundle": str(directory), "s3": where, "uploaded": uploaded, "upload_error": upload_error,
-        "manifest_sha256": manifest_sha, "counts": counts,
+        "manifest_sha256": manifest_sha, "anchor": anchor, "anchor_error": anchor_error, "counts": counts,
         "collectors": [r.model_dump(mode="json") for r in records],
     }
-    message = _message(records, counts, uploaded, where, str(directory))
+    message = _message(records, counts, uploaded, anchor is not None, where, str(directory))
     create_markdown_artifact(key=_key(incident_id), markdown=redactor.text(_report_markdown(manifest, report)),
                              description=f"evidence bundle for {incident_id} on {inv.name}")
     log.info("%s", message)
-    if counts["failed"] or not uploaded:
+    if counts["failed"] or not uploaded or anchor is None:
         return Failed(message=message, data=report)
     return Completed(message=message, data=report)
 
@@ -159,7 +165,8 @@ def _redacted_alert(alert: AlertContext | None, redactor: Redactor) -> dict[str,
     return data
 
 
-def _message(records: list[CollectorRecord], counts: dict[str, int], uploaded: bool, where: str, local: str) -> str:
+def _message(records: list[CollectorRecord], counts: dict[str, int], uploaded: bool, anchored: bool, where: str,
+             local: str) -> str:
     ran = counts["ok"] + counts["failed"]
     parts = []
     if counts["failed"]:
@@ -169,13 +176,27 @@ def _message(records: list[CollectorRecord], counts: dict[str, int], uploaded: b
         parts.append(f"all {ran} collectors captured")
     if counts["not_configured"]:
         parts.append(f"{counts['not_configured']} not configured")
-    parts.append(f"bundle uploaded and verified at {where}" if uploaded else
-                 f"S3 upload pending, bundle kept at {local} (run `python -m remediation.cli evidence sync`)")
+    sync = "run `python -m remediation.cli evidence sync`"
+    if not uploaded:
+        parts.append(f"S3 upload pending, bundle kept at {local} ({sync})")
+    elif not anchored:
+        parts.append(f"bundle uploaded and verified at {where}, but its anchor is pending: the target's database "
+                     f"did not take it ({sync} once it is back)")
+    else:
+        parts.append(f"bundle uploaded, verified and anchored at {where}")
     return "; ".join(parts)
 
 
 def _key(incident_id: str) -> str:
     return f"evidence-{incident_id.lower()}"
+
+
+def _anchor_line(report: dict[str, Any]) -> str:
+    anchor = report["anchor"]
+    if anchor is None:
+        return "no — `evidence verify` will say so until `evidence sync` records it"
+    manifest_version = anchor["versions"].get("manifest.json")
+    return f"yes — {len(anchor['versions'])} object versions, manifest.json version `{manifest_version}`"
 
 
 def _plan_markdown(incident_id: str, target: str, profile: str, plan: list[dict[str, Any]]) -> str:
@@ -190,6 +211,7 @@ def _report_markdown(manifest: Manifest, report: dict[str, Any]) -> str:
         f"# Evidence — {manifest.incident_id} on {manifest.target} (profile `{manifest.profile}`)", "",
         f"**S3**: `{report['s3']}` — {'uploaded and re-verified' if report['uploaded'] else 'NOT uploaded yet'}",
         f"**manifest.json sha256**: `{report['manifest_sha256']}`",
+        f"**Anchored** in the target's database: {_anchor_line(report)}",
         f"**Triggered by**: {manifest.initiated_by}"
         + (f" (alert `{manifest.alert_fingerprint}`)" if manifest.alert_fingerprint else ""), "",
         "| collector | status | bytes | sha256 | redactions | S3 key / error |", "|---|---|---|---|---|---|",
@@ -201,4 +223,6 @@ def _report_markdown(manifest: Manifest, report: dict[str, Any]) -> str:
         lines.append(f"| {r.collector} | {r.status} | {r.bytes} | {sha} | {r.redactions} | {detail} |")
     if report["upload_error"]:
         lines += ["", f"**Upload error**: {report['upload_error']}"]
+    if report["anchor_error"]:
+        lines += ["", f"**Anchor error**: {report['anchor_error']}"]
     return "\n".join(lines) + "\n"

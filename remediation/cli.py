@@ -124,30 +124,32 @@ def cmd_evidence_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence_verify(args: argparse.Namespace) -> int:
-    """Re-hash a bundle against its manifest: a local directory, or an S3 prefix (streamed back)."""
+    """Re-hash a bundle as it was anchored at upload (a local directory, or an S3 prefix streamed back)."""
     from pathlib import Path
 
     from remediation.errors import ClientError
-    from remediation.evidence.bundle import MANIFEST, Manifest, load_manifest, read_upload, verify_local, verify_s3
-    from remediation.evidence.sync import fetch_manifest
+    from remediation.evidence.anchored import MAX_MANIFEST, anchor_for, verify_bundle
+    from remediation.evidence.bundle import MANIFEST, Manifest, load_manifest, read_upload, verify_local
     from remediation.target.connect import evidence_store
     from remediation.target.inventory import load_target
 
     problems: list[str] = []
+    anchor = None
     try:
         if args.bundle.startswith("s3://"):
             bucket, _, prefix = args.bundle[len("s3://"):].partition("/")
             prefix = prefix.strip("/")
             target = _target_for_bucket(bucket, args.target)
-            manifest_bytes = fetch_manifest(target, f"{prefix}/{MANIFEST}")
             if args.target is None:
                 # The manifest names the target it was captured from: use that target's settings.
-                named = load_target(Manifest.model_validate_json(manifest_bytes).target)
+                latest = evidence_store(target).read_bytes(f"{prefix}/{MANIFEST}", MAX_MANIFEST)
+                named = load_target(Manifest.model_validate_json(latest).target)
                 if named.evidence.bucket != bucket:
                     raise ValueError(f"the manifest's target {named.name} stores evidence in "
                                      f"{named.evidence.bucket}, not {bucket}")
                 target = named
-            manifest, problems = verify_s3(evidence_store(target), manifest_bytes, prefix)
+            anchor = anchor_for(target, prefix)
+            manifest, problems = verify_bundle(evidence_store(target), prefix, anchor)
             where = f"s3://{bucket}/{prefix}/"
         else:
             directory = Path(args.bundle)
@@ -156,9 +158,8 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
             upload = read_upload(directory)
             if upload is not None:
                 target = load_target(args.target or manifest.target)
-                problems += verify_s3(
-                    evidence_store(target), fetch_manifest(target, f"{upload.prefix}/{MANIFEST}"), upload.prefix
-                )[1]
+                anchor = anchor_for(target, upload.prefix)
+                problems += verify_bundle(evidence_store(target), upload.prefix, anchor)[1]
                 where += f" and s3://{upload.bucket}/{upload.prefix}/"
     except (ClientError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -166,8 +167,10 @@ def cmd_evidence_verify(args: argparse.Namespace) -> int:
     files = sum(1 for r in manifest.collectors if r.file)
     for problem in problems:
         print(f"MISMATCH {problem}")
+    against = (f"the anchor recorded {anchor.at:%Y-%m-%d %H:%M:%S}Z (manifest sha256 {anchor.sha256[:16]}…)"
+               if anchor is not None and anchor.at is not None else "manifest.json")
     print(f"{'FAILED' if problems else 'OK'}: {files} files of {manifest.incident_id} run {manifest.run_id} "
-          f"checked against manifest.json at {where}")
+          f"checked against {against} at {where}")
     return 1 if problems else 0
 
 
@@ -208,18 +211,22 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """Re-check an export: the chain against the head stored in S3, and every evidence object's hash."""
+    """Re-check an export: its chain, the signed head anchored in the target's database, every version
+    written over it since, and every evidence bundle against its own anchor."""
+    import hashlib
     import json
+    from datetime import datetime
     from pathlib import Path
 
     from remediation.audit import export as audit
     from remediation.errors import ClientError
-    from remediation.evidence.sync import fetch_manifest
+    from remediation.evidence.bundle import s3_prefix
     from remediation.target.connect import evidence_store
     from remediation.target.inventory import load_target
 
     target = load_target(args.target)
     store = evidence_store(target)
+    limit = 64 * 1024 * 1024
     try:
         if args.export.startswith("s3://"):
             bucket, _, prefix = args.export[len("s3://"):].partition("/")
@@ -227,26 +234,25 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                 print(f"error: target {target.name} stores evidence in {target.evidence.bucket}", file=sys.stderr)
                 return 2
             prefix = prefix.strip("/")
-            export = json.loads(fetch_manifest(target, f"{prefix}/{audit.EXPORT}"))
+            raw = store.read_bytes(f"{prefix}/{audit.EXPORT}", limit)
+            export = json.loads(raw)
         else:
-            export = json.loads((Path(args.export) / audit.EXPORT).read_text())
-            prefix = None
-        if prefix is None:  # the head that counts is the one stored beside the evidence
-            from datetime import datetime
-
-            from remediation.evidence.bundle import s3_prefix
-
+            raw = (Path(args.export) / audit.EXPORT).read_bytes()
+            export = json.loads(raw)
+            # The head that counts is the one stored beside the evidence (and anchored), not the local copy.
             generated = datetime.fromisoformat(export["generated_at"])
             prefix = s3_prefix(target.evidence.prefix, generated, export["incident_id"], Path(args.export).name)
-        head = json.loads(fetch_manifest(target, f"{prefix}/{audit.HEAD}"))
-        problems = audit.verify(target, store, export, head)
+        head = json.loads(store.read_bytes(f"{prefix}/{audit.HEAD}", 1024 * 1024))
+        problems = audit.verify(target, store, export, head, prefix=prefix,
+                                export_sha256=hashlib.sha256(raw).hexdigest())
     except (ClientError, OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for problem in problems:
         print(f"MISMATCH {problem}")
+    signed = "signed" if head.get("signature") else "unsigned"
     print(f"{'FAILED' if problems else 'OK'}: {len(export.get('records', []))} records of "
-          f"{export.get('incident_id')} against chain head {str(head.get('head'))[:16]}…")
+          f"{export.get('incident_id')} against the {signed} chain head {str(head.get('head'))[:16]}…")
     return 1 if problems else 0
 
 
@@ -278,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     sync = ev_sub.add_parser("sync", help="upload every bundle whose upload is pending (each exactly once)")
     sync.add_argument("--root", help="evidence root (default: $RP_EVIDENCE_DIR or ./evidence)")
     sync.set_defaults(func=cmd_evidence_sync)
-    verify = ev_sub.add_parser("verify", help="re-hash a bundle (local dir or s3://bucket/prefix) against its manifest")
+    verify = ev_sub.add_parser(
+        "verify", help="re-hash a bundle (local dir or s3://bucket/prefix) as it was anchored at upload")
     verify.add_argument("bundle")
     verify.add_argument("--target", default=None, help="target whose S3 settings to use (default: the manifest's)")
     verify.set_defaults(func=cmd_evidence_verify)

@@ -177,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = evidence_store(target)
     export = audit.build(target, incident_id, store)
     where = audit.store(export, target, store)
-    problems = audit.verify(target, store, export, export["chain_head"])
+    problems = audit.verify(target, store, export, where["head"], prefix=where["prefix"],
+                            export_sha256=where["sha256"][audit.EXPORT])
     print(f"\naudit export: {export['runs']} runs, {export['chain_head']['count']} records, "
           f"chain head {export['chain_head']['head'][:16]}…")
     print(f"report: {where['local']}/report.md  (also {where['s3']})")

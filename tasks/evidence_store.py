@@ -11,12 +11,14 @@ from typing import Any
 from prefect import task
 
 from remediation.audit import export as audit
+from remediation.evidence.anchored import anchor_bundle, describe
 from remediation.evidence.bundle import UploadRecord, bundle_dir, evidence_root, s3_prefix, upload_bundle
 from remediation.target import connect
 from remediation.target.inventory import Target
 from tasks.policy import IDEMPOTENT_WRITE, READ_ONLY
 
-__all__ = ["store_audit_export", "store_incident_document", "upload_evidence_bundle", "verify_audit_export"]
+__all__ = ["anchor_evidence_bundle", "store_audit_export", "store_incident_document", "upload_evidence_bundle",
+           "verify_audit_export"]
 
 
 @task(name="upload-evidence-bundle", **IDEMPOTENT_WRITE)
@@ -27,6 +29,12 @@ def upload_evidence_bundle(target: Target, bundle: str) -> UploadRecord:
     return record
 
 
+@task(name="anchor-evidence-bundle", **IDEMPOTENT_WRITE)
+def anchor_evidence_bundle(target: Target, bundle: str) -> dict[str, Any]:
+    """Record the uploaded bundle's versions and hashes in the target's database, outside the bucket."""
+    return describe(anchor_bundle(Path(bundle), connect.database(target, "rp-evidence")))
+
+
 @task(name="store-audit-export", **IDEMPOTENT_WRITE)
 def store_audit_export(target: Target, export: dict[str, Any]) -> dict[str, Any]:
     # Writes only new objects under a new, timestamped prefix: a retry cannot overwrite evidence.
@@ -34,8 +42,10 @@ def store_audit_export(target: Target, export: dict[str, Any]) -> dict[str, Any]
 
 
 @task(name="verify-audit-export", **READ_ONLY)
-def verify_audit_export(target: Target, export: dict[str, Any]) -> list[str]:
-    return audit.verify(target, connect.evidence_store(target), export, export["chain_head"])
+def verify_audit_export(target: Target, export: dict[str, Any], where: dict[str, Any]) -> list[str]:
+    """Read back what `store_audit_export` wrote: the head it signed and anchored, the export's objects."""
+    return audit.verify(target, connect.evidence_store(target), export, where["head"], prefix=where["prefix"],
+                        export_sha256=where["sha256"][audit.EXPORT])
 
 
 @task(name="store-incident-document", **IDEMPOTENT_WRITE)

@@ -1,19 +1,24 @@
 """A hash chain over export records: change, drop, insert or reorder one and the chain says where.
 
 Each record's hash covers its sequence number, kind, data and the previous record's hash. The
-head (last hash and count) is stored apart from the records — beside the evidence in S3 — so
-rewriting the export consistently also means rewriting the stored head.
+head (last hash, count, and the hash of export.json's bytes) is stored apart from the records —
+beside the evidence in S3, in the target's database, in the export run's result — and signed
+with an HMAC key held by secret reference: rewriting the export consistently also means forging
+a head that neither the database nor the key will vouch for.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Any
 
-__all__ = ["GENESIS", "chain", "head_of", "record_hash", "verify_chain"]
+__all__ = ["GENESIS", "SIGNATURE", "chain", "check_signature", "head_of", "record_hash", "sign_head", "verify_chain"]
 
 GENESIS = "0" * 64
+SIGNATURE = "signature"
+_ALG = "hmac-sha256"
 
 
 def _canonical(value: Any) -> bytes:
@@ -58,3 +63,27 @@ def verify_chain(records: list[dict[str, Any]], head: dict[str, Any]) -> list[st
     if head.get("head") != stored["head"]:
         problems.append("the export's last hash is not the stored chain head")
     return problems
+
+
+def _signed_part(head: dict[str, Any]) -> bytes:
+    return _canonical({k: v for k, v in head.items() if k != SIGNATURE})
+
+
+def sign_head(head: dict[str, Any], key: bytes, key_ref: str) -> dict[str, Any]:
+    """The head with its signature: HMAC-SHA256 over every other field, canonically encoded."""
+    value = hmac.new(key, _signed_part(head), hashlib.sha256).hexdigest()
+    return {**head, SIGNATURE: {"alg": _ALG, "key": key_ref, "value": value}}
+
+
+def check_signature(head: dict[str, Any], key: bytes | None) -> list[str]:
+    """Problems with the head's signature; `key` None when the target configures no signing key."""
+    signature = head.get(SIGNATURE)
+    if key is None:
+        return ["the chain head is signed, but this target has no audit.signing_key to check it"] if signature else []
+    if not isinstance(signature, dict) or signature.get("alg") != _ALG:
+        return ["the chain head is not signed (this target signs every head with its audit.signing_key)"]
+    expected = hmac.new(key, _signed_part(head), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(str(signature.get("value")), expected):
+        return ["the chain head's signature does not verify with the target's audit.signing_key "
+                "(the head was rewritten, or signed with another key)"]
+    return []

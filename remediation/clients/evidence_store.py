@@ -50,6 +50,7 @@ __all__ = [
     "EvidenceStore",
     "LockMode",
     "ObjectSummary",
+    "ObjectVersion",
     "S3EvidenceStore",
     "StoredObject",
     "make_s3_client",
@@ -84,6 +85,20 @@ class StoredObject(BaseModel):
     retain_until: datetime | None = None
 
 
+class ObjectVersion(BaseModel):
+    """One version of a key, newest first in `versions`: what an auditor compares with the anchor."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    version_id: str
+    last_modified: datetime
+    size: int
+    is_latest: bool
+    #: A delete marker hides the object without removing its versions.
+    deleted: bool = False
+
+
 class ObjectSummary(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -98,11 +113,12 @@ class EvidenceStore(Protocol):
     bucket: str
 
     def put_file(self, key: str, path: Path) -> StoredObject: ...
-    def verify(self, key: str, expected_sha256: str) -> bool: ...
+    def verify(self, key: str, expected_sha256: str, version_id: str | None = None) -> bool: ...
     def head(self, key: str) -> StoredObject: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> builtins.list[ObjectSummary]: ...
-    def read_bytes(self, key: str, max_bytes: int) -> bytes: ...
+    def read_bytes(self, key: str, max_bytes: int, version_id: str | None = None) -> bytes: ...
+    def versions(self, prefix: str) -> builtins.list[ObjectVersion]: ...
 
 
 def sha256_file(path: Path) -> tuple[str, int]:
@@ -257,15 +273,15 @@ class S3EvidenceStore:
             lock_mode=extra.get("ObjectLockMode"), retain_until=extra.get("ObjectLockRetainUntilDate"),
         )
 
-    def verify(self, key: str, expected_sha256: str) -> bool:
-        """Stream the object back and hash it; True only if it matches `expected_sha256`."""
+    def verify(self, key: str, expected_sha256: str, version_id: str | None = None) -> bool:
+        """Stream the object (that version of it, if given) back and hash it; True only if it matches."""
         _check_key(key)
         if not re.fullmatch(r"[0-9a-fA-F]{64}", expected_sha256 or ""):
             raise BadInputError("expected_sha256 must be 64 hex characters")
         digest = hashlib.sha256()
         where = f"verify s3://{self.bucket}/{key}"
         try:
-            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            body = self._s3.get_object(Bucket=self.bucket, Key=key, **_version(version_id))["Body"]
             try:
                 for chunk in body.iter_chunks(_CHUNK):
                     digest.update(chunk)
@@ -311,12 +327,12 @@ class S3EvidenceStore:
             raise map_boto_error(exc, f"list s3://{self.bucket}/{prefix}") from None
         return found
 
-    def read_bytes(self, key: str, max_bytes: int) -> bytes:
+    def read_bytes(self, key: str, max_bytes: int, version_id: str | None = None) -> bytes:
         """The whole of one small object (a manifest, an export, a chain head); refuses a larger one."""
         _check_key(key)
         where = f"get s3://{self.bucket}/{key}"
         try:
-            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            body = self._s3.get_object(Bucket=self.bucket, Key=key, **_version(version_id))["Body"]
             try:
                 data = body.read(max_bytes + 1)
             finally:
@@ -327,11 +343,35 @@ class S3EvidenceStore:
             raise PermanentError(f"s3://{self.bucket}/{key} is larger than {max_bytes} bytes")
         return bytes(data)
 
+    def versions(self, prefix: str) -> builtins.list[ObjectVersion]:
+        """Every version (and delete marker) of every key under `prefix`; per key, the latest first."""
+        if not isinstance(prefix, str) or _CONTROL.search(prefix) or prefix.startswith("/"):
+            raise BadInputError(f"prefix {prefix!r} is not a clean relative prefix")
+        found: builtins.list[ObjectVersion] = []
+        try:
+            pages = self._s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                items: builtins.list[tuple[Any, bool]] = [(v, False) for v in page.get("Versions", [])]
+                items += [(m, True) for m in page.get("DeleteMarkers", [])]
+                found.extend(
+                    ObjectVersion(key=item["Key"], version_id=str(item.get("VersionId") or "null"),
+                                  last_modified=item["LastModified"], size=int(item.get("Size", 0)),
+                                  is_latest=bool(item.get("IsLatest")), deleted=deleted)
+                    for item, deleted in items
+                )
+        except (BotoCoreError, BotoClientError) as exc:
+            raise map_boto_error(exc, f"list versions under s3://{self.bucket}/{prefix}") from None
+        return sorted(found, key=lambda v: (v.key, not v.is_latest, -v.last_modified.timestamp()))
+
     def _head_or_none(self, key: str) -> StoredObject | None:
         try:
             return self.head(key)
         except NotFoundError:
             return None
+
+
+def _version(version_id: str | None) -> dict[str, Any]:
+    return {"VersionId": version_id} if version_id else {}
 
 
 def map_boto_error(exc: Exception, where: str) -> ClientError:

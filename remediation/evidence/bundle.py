@@ -252,7 +252,7 @@ def upload_bundle(directory: Path, store: EvidenceStore, *, expect_lock: bool = 
                              "retain_until": stored.retain_until}
         # Verification is a separate pass that streams every object back, after all are written.
         for obj in objects.values():
-            if not store.verify(obj["key"], str(obj["sha256"])):
+            if not store.verify(obj["key"], str(obj["sha256"]), version_id=obj["version_id"]):
                 raise RetryableError(f"s3://{store.bucket}/{obj['key']} does not re-hash to {obj['sha256']}")
             if expect_lock and not obj["lock_mode"]:
                 raise BadInputError(f"s3://{store.bucket}/{obj['key']} has no Object Lock retention")

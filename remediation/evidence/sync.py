@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from remediation.errors import ClientError
+from remediation.evidence.anchored import anchor_bundle, unanchored_bundles
 from remediation.evidence.bundle import evidence_root, load_manifest, pending_bundles, upload_bundle
 from remediation.evidence.redact import for_target
 from remediation.target import connect
@@ -15,9 +16,32 @@ __all__ = ["fetch_manifest", "sync_bundles"]
 
 
 def sync_bundles(root: Path | None = None) -> list[dict[str, Any]]:
-    """Upload every pending bundle under `root` (default: the evidence root); each exactly once."""
+    """Upload every pending bundle under `root` (default: the evidence root), each exactly once, and
+    anchor every uploaded bundle whose anchor did not reach the target's database."""
+    root = root or evidence_root()
+    results = _upload_pending(root)
+    failed = {r["bundle"] for r in results if "error" in r}
+    for directory in unanchored_bundles(root):
+        if str(directory) in failed:
+            continue
+        entry = next((r for r in results if r["bundle"] == str(directory)), None)
+        inv = None
+        if entry is None:
+            entry = {"bundle": str(directory), "uploaded": False}
+            results.append(entry)
+        try:
+            inv = load_target(load_manifest(directory).target)
+            anchor = anchor_bundle(directory, connect.database(inv, "rp-evidence"))
+        except ClientError as exc:
+            entry["error"] = f"anchor not recorded: {for_target(inv).text(str(exc)) if inv else exc}"
+            continue
+        entry["anchored"] = f"manifest sha256 {anchor.sha256[:16]}…, {len(anchor.objects)} object versions"
+    return results
+
+
+def _upload_pending(root: Path) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    for directory in pending_bundles(root or evidence_root()):
+    for directory in pending_bundles(root):
         manifest = load_manifest(directory)
         try:
             inv = load_target(manifest.target)

@@ -7,8 +7,9 @@ from typing import LiteralString
 
 from remediation.clients.database import Database, Transaction
 
-__all__ = ["CHANGE_LOG", "IDENTITY_USES", "LOCK_LEASES", "ensure_schema", "table_exists"]
+__all__ = ["ANCHORS", "CHANGE_LOG", "IDENTITY_USES", "LOCK_LEASES", "ensure_schema", "table_exists"]
 
+ANCHORS = "rp_evidence_anchors"
 CHANGE_LOG = "rp_change_log"
 IDENTITY_USES = "rp_identity_uses"
 LOCK_LEASES = "rp_lock_leases"
@@ -56,6 +57,23 @@ CREATE INDEX IF NOT EXISTS rp_identity_uses_run ON rp_identity_uses (flow_run_id
 CREATE OR REPLACE TRIGGER rp_identity_uses_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON rp_identity_uses
     FOR EACH STATEMENT EXECUTE FUNCTION rp_append_only();
 
+-- What was stored in S3, as it was when it was verified: each object's version and hash, the
+-- manifest's hash, an audit export's chain head. Verification compares S3 with this, not with itself.
+CREATE TABLE IF NOT EXISTS rp_evidence_anchors (
+    prefix       text        PRIMARY KEY,
+    bucket       text        NOT NULL,
+    kind         text        NOT NULL CHECK (kind IN ('bundle', 'audit-export')),
+    incident_id  text        NOT NULL,
+    sha256       text        NOT NULL,
+    objects      jsonb       NOT NULL,
+    chain_head   jsonb,
+    flow_run_id  text,
+    at           timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS rp_evidence_anchors_incident ON rp_evidence_anchors (incident_id, at);
+CREATE OR REPLACE TRIGGER rp_evidence_anchors_append_only BEFORE UPDATE OR DELETE OR TRUNCATE
+    ON rp_evidence_anchors FOR EACH STATEMENT EXECUTE FUNCTION rp_append_only();
+
 -- Who holds which target lock (a Prefect concurrency lease): operational state, not an audit record.
 CREATE TABLE IF NOT EXISTS rp_lock_leases (
     lease_id     uuid        PRIMARY KEY,
@@ -72,7 +90,7 @@ CREATE INDEX IF NOT EXISTS rp_lock_leases_held ON rp_lock_leases USING gin (name
 def ensure_schema(db: Database) -> None:
     """Create the tables if they are missing (idempotent)."""
     with db.transaction() as tx:
-        if not all(table_exists(tx, t) for t in (CHANGE_LOG, IDENTITY_USES, LOCK_LEASES)):
+        if not all(table_exists(tx, t) for t in (ANCHORS, CHANGE_LOG, IDENTITY_USES, LOCK_LEASES)):
             tx.execute(_DDL)
 
 

@@ -195,6 +195,12 @@ class NotificationsConfig(_Strict):
     timeout_s: Seconds = 5.0
 
 
+class AuditConfig(_Strict):
+    #: HMAC-SHA256 key that signs each audit export's chain head. Held by reference (a Prefect Secret
+    #: block or env, never in the bucket), so S3 write access alone cannot forge a head.
+    signing_key: SecretRef
+
+
 class Target(_Strict):
     name: str = Field(pattern=NAME)
     environment: str
@@ -212,6 +218,8 @@ class Target(_Strict):
     policy: Policy = Policy()
     #: Where the respond flow posts status updates (SEV1/SEV2: every 30 min and at each state change).
     notifications: NotificationsConfig | None = None
+    #: How audit exports are sealed; without it chain heads are unsigned and `audit verify` says so.
+    audit: AuditConfig | None = None
     #: The people who may start risky runs and approve their steps, by handle.
     people: dict[str, Person] = {}
     #: What capture-evidence collects, by profile name; `default` always exists.

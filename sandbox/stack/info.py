@@ -53,6 +53,8 @@ class StackInfo(BaseModel):
 
     # People's authenticator secrets (handle -> TOTP base32), as the inventory's references name them
     totp_secrets: dict[str, SecretStr] = {}
+    # Signs audit exports' chain heads (the inventory's audit.signing_key)
+    audit_signing_key: SecretStr | None = None
 
     def env(self) -> dict[str, str]:
         """Environment variables the committed sandbox inventory's secret references name."""
@@ -63,6 +65,8 @@ class StackInfo(BaseModel):
             "RP_SANDBOX_S3_SECRET_KEY": self.s3_secret_key.get_secret_value(),
             "RP_SANDBOX_STATUS_WEBHOOK": f"{self.admin_url}/hooks/status",
             **{people.env_name(h): v.get_secret_value() for h, v in self.totp_secrets.items()},
+            **({"RP_SANDBOX_AUDIT_SIGNING_KEY": self.audit_signing_key.get_secret_value()}
+               if self.audit_signing_key else {}),
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
@@ -72,6 +76,8 @@ class StackInfo(BaseModel):
             data[name] = getattr(self, name).get_secret_value()
         data["admin_tokens"] = {k: v.get_secret_value() for k, v in self.admin_tokens.items()}
         data["totp_secrets"] = {k: v.get_secret_value() for k, v in self.totp_secrets.items()}
+        if self.audit_signing_key:
+            data["audit_signing_key"] = self.audit_signing_key.get_secret_value()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))

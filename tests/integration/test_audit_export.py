@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,10 @@ from psycopg.conninfo import conninfo_to_dict
 from flows.audit_export import audit_export
 from flows.capture_evidence import capture_evidence
 from flows.verify_round_trip import verify_round_trip
+from remediation.audit.chain import chain, head_of, sign_head
 from remediation.cli import main as cli
+from remediation.evidence.anchored import anchor_for
+from remediation.target.inventory import load_target
 from sandbox.stack.info import StackInfo
 from tests.integration.flow_runs import incident
 
@@ -65,7 +69,8 @@ def test_no_secret_value_reaches_the_export(exported: dict[str, Any], stack: Sta
 def test_the_verifier_passes_an_untouched_export(exported: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["audit", "verify", exported["where"]["local"]]) == 0
     assert cli(["audit", "verify", exported["where"]["s3"]]) == 0
-    assert "OK:" in capsys.readouterr().out
+    assert "OK:" in (out := capsys.readouterr().out) and "against the signed chain head" in out
+    assert exported["chain_head"]["signature"]["key"] == "env:RP_SANDBOX_AUDIT_SIGNING_KEY"
 
 
 def test_the_verifier_catches_a_changed_record(exported: dict[str, Any], tmp_path: Path,
@@ -80,17 +85,74 @@ def test_the_verifier_catches_a_changed_record(exported: dict[str, Any], tmp_pat
     assert "content changed since export" in capsys.readouterr().out
 
 
-def test_the_verifier_catches_a_modified_evidence_object(exported: dict[str, Any], stack: StackInfo,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def _s3(stack: StackInfo) -> Any:
+    env = stack.env()
+    return boto3.client("s3", endpoint_url=stack.s3_endpoint, region_name=stack.s3_region,
+                        aws_access_key_id=env["RP_SANDBOX_S3_ACCESS_KEY"],
+                        aws_secret_access_key=env["RP_SANDBOX_S3_SECRET_KEY"])
+
+
+def test_the_capture_recorded_its_anchor_outside_the_bucket(exported: dict[str, Any], stack: StackInfo) -> None:
+    export = _export(exported)
+    capture = next(r["data"] for r in export["records"]
+                   if r["kind"] == "flow-run" and r["data"]["flow"] == "capture-evidence")
+    prefix = capture["result"]["s3"].removeprefix(f"s3://{stack.s3_bucket}/").strip("/")
+    anchor = anchor_for(load_target("sandbox"), prefix)
+    assert anchor is not None and anchor.kind == "bundle" and anchor.incident_id == exported["incident"]
+    assert anchor.sha256 == capture["result"]["manifest_sha256"]
+    assert capture["result"]["anchor"]["versions"] == {n: o.version_id for n, o in anchor.objects.items()}
+    latest = _s3(stack).head_object(Bucket=stack.s3_bucket, Key=anchor.objects["manifest.json"].key)
+    assert latest["VersionId"] == anchor.objects["manifest.json"].version_id
+
+
+def test_a_file_and_its_manifest_rewritten_with_matching_metadata_are_both_named(
+    exported: dict[str, Any], stack: StackInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anyone with the writer's s3:PutObject: a new file, a new manifest naming its hash, both with the
+    sha256 metadata our uploads write. The bundle is consistent with itself; the anchor is not fooled."""
     export = _export(exported)
     bundle = next(r["data"]["bundle"] for r in export["records"] if r["kind"] == "evidence-check")
     bucket, _, prefix = bundle.removeprefix("s3://").partition("/")
-    env = stack.env()
-    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint, region_name=stack.s3_region,
-                      aws_access_key_id=env["RP_SANDBOX_S3_ACCESS_KEY"],
-                      aws_secret_access_key=env["RP_SANDBOX_S3_SECRET_KEY"])
-    key = next(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
-               if not o["Key"].endswith("manifest.json"))
-    s3.put_object(Bucket=bucket, Key=key, Body=b"rewritten after the fact\n")
+    prefix = prefix.strip("/")
+    s3 = _s3(stack)
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read())
+    victim = next(c for c in manifest["collectors"] if c.get("file"))
+    forged = b"rewritten after the fact\n"
+    victim["sha256"], victim["bytes"] = hashlib.sha256(forged).hexdigest(), len(forged)
+    new_manifest = json.dumps(manifest).encode()
+    for key, body in ((f"{prefix}/{victim['file']}", forged), (f"{prefix}/manifest.json", new_manifest)):
+        s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"sha256": hashlib.sha256(body).hexdigest()})
+    capsys.readouterr()
+    assert cli(["evidence", "verify", bundle]) == 1
+    out = capsys.readouterr().out
+    assert f"MISMATCH {victim['file']}: a newer version" in out and "MISMATCH manifest.json: a newer version" in out
     assert cli(["audit", "verify", exported["where"]["local"]]) == 1
-    assert f"{key.rsplit('/', 1)[1]}: s3://{bucket}/{key} does not hash to" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{victim['file']}: a newer version" in out and "manifest.json: a newer version" in out
+
+
+def test_a_rewritten_export_with_a_recomputed_chain_and_head_is_refused(
+    exported: dict[str, Any], stack: StackInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole export rewritten consistently in S3 (records, chain, head), signed with a guessed key."""
+    where = exported["where"]
+    prefix = where["s3"].removeprefix(f"s3://{stack.s3_bucket}/").strip("/")
+    export = _export(exported)
+    items = [(r["kind"], r["data"]) for r in export["records"]]
+    items[0][1]["parameters"]["initiated_by"] = "mallory"
+    export["records"] = chain(items)
+    export["chain_head"] = head_of(export["records"])
+    body = json.dumps(export).encode()
+    head = sign_head({**export["chain_head"], "incident_id": export["incident_id"],
+                      "generated_at": export["generated_at"], "export_sha256": hashlib.sha256(body).hexdigest()},
+                     b"a guessed key", "env:RP_SANDBOX_AUDIT_SIGNING_KEY")
+    s3 = _s3(stack)
+    for name, data in (("export.json", body), ("chain-head.json", json.dumps(head).encode())):
+        s3.put_object(Bucket=stack.s3_bucket, Key=f"{prefix}/{name}", Body=data,
+                      Metadata={"sha256": hashlib.sha256(data).hexdigest()})
+    capsys.readouterr()
+    assert cli(["audit", "verify", where["s3"]]) == 1
+    out = capsys.readouterr().out
+    assert "signature does not verify" in out
+    assert "differs from the one recorded in the target's database" in out
+    assert "MISMATCH export export.json: a newer version" in out and "export chain-head.json: a newer version" in out

@@ -19,6 +19,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.deployments import run_deployment
 
 from remediation.evidence.bundle import UPLOADED, load_manifest, pending_bundles
+from remediation.target.secrets import SecretRef
 from sandbox.stack.info import StackInfo
 
 pytestmark = pytest.mark.integration
@@ -171,8 +172,18 @@ def test_s3_down_keeps_the_bundle_and_sync_uploads_it_once(
     assert report["counts"]["failed"] == 0 and not (bundle / UPLOADED).exists()
     assert pending_bundles(evidence_dir) == [bundle]
 
-    first = sync_bundles(evidence_dir)
-    assert [r["uploaded"] for r in first] == [True]
+    real_database = connect.database
+    with monkeypatch.context() as m:
+        # The target's database down too when S3 returns: uploaded, but its anchor pending.
+        m.setattr(connect, "database", lambda target, *a, **k: real_database(
+            target.model_copy(update={"database": target.database.model_copy(
+                update={"dsn": SecretRef(env="RP_TEST_CLOSED_DSN"), "connect_timeout_s": 1})}), *a, **k))
+        m.setenv("RP_TEST_CLOSED_DSN", f"postgresql://nobody@127.0.0.1:{closed_port}/x")
+        first = sync_bundles(evidence_dir)
+    assert [(r["uploaded"], r["error"].startswith("anchor not recorded")) for r in first] == [(True, True)]
+    assert _cli("evidence", "verify", str(bundle)) == 1  # in S3 and intact, but nothing outside vouches for it
+    second = sync_bundles(evidence_dir)
+    assert [(r["uploaded"], "error" in r, "anchored" in r) for r in second] == [(False, False, True)]
     assert sync_bundles(evidence_dir) == [] and pending_bundles(evidence_dir) == []
     prefix = load_manifest(bundle).s3_prefix
     objects = _objects(stack, prefix + "/")
@@ -198,7 +209,7 @@ def test_a_failing_collector_loses_nothing_else(
     state = fce.capture_evidence("INC-3004", initiated_by="pytest", return_state=True)
     assert state.is_failed()
     assert str(state.message).startswith("1 of 13 collectors failed (cmd-broken)"), state.message
-    assert "uploaded and verified" in str(state.message)
+    assert "uploaded, verified and anchored" in str(state.message)
     report = state.result(raise_on_failure=False)
     records = {r["collector"]: r for r in report["collectors"]}
     assert records["cmd-broken"]["exit_status"] == 1 and "No such file" in _file(report, "cmd-broken.txt")

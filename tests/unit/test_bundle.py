@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from remediation.clients.evidence_store import ObjectSummary, StoredObject, sha256_file
+from remediation.clients.evidence_store import sha256_file
 from remediation.errors import BadInputError, RetryableError
 from remediation.evidence import bundle
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, Manifest
 from remediation.evidence.redact import Redactor
-
-
-class MemoryStore:
-    """An EvidenceStore in memory, counting puts; `corrupt` makes read-back differ."""
-
-    bucket = "test-bucket"
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.puts = 0
-        self.corrupt = False
-
-    def put_file(self, key: str, path: Path) -> StoredObject:
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        if self.objects.get(key) != data:
-            self.puts += 1
-            self.objects[key] = data
-        return StoredObject(key=key, sha256_hex=sha, size=len(data))
-
-    def verify(self, key: str, expected_sha256: str) -> bool:
-        data = self.objects[key] + (b"x" if self.corrupt else b"")
-        return hashlib.sha256(data).hexdigest() == expected_sha256
-
-    def head(self, key: str) -> StoredObject:
-        data = self.objects[key]
-        return StoredObject(key=key, sha256_hex=hashlib.sha256(data).hexdigest(), size=len(data))
-
-    def exists(self, key: str) -> bool:
-        return key in self.objects
-
-    def list(self, prefix: str) -> list[ObjectSummary]:
-        return [ObjectSummary(key=k, size=len(v), last_modified=datetime.now(UTC))
-                for k, v in self.objects.items() if k.startswith(prefix)]
+from tests.unit.memory_store import MemoryStore
 
 
 def make_bundle(root: Path, incident: str = "INC-1", run_id: str = "run-1") -> Path:
@@ -110,8 +76,8 @@ def test_upload_verifies_then_marks_and_is_exactly_once(tmp_path: Path) -> None:
     assert (directory / "logs-wallet.log").exists(), "the local copy is kept"
     manifest, problems = bundle.verify_s3(store, store.objects[f"{record.prefix}/manifest.json"], record.prefix)  # type: ignore[arg-type]
     assert problems == [] and manifest.run_id == "run-1"
-    store.objects[f"{record.prefix}/pg-locks.json"] = b"changed"
-    store.objects[f"{record.prefix}/extra.txt"] = b"?"
+    store.put_bytes(f"{record.prefix}/pg-locks.json", b"changed", sha256_meta="0" * 64)
+    store.put_bytes(f"{record.prefix}/extra.txt", b"?")
     _, problems = bundle.verify_s3(store, store.objects[f"{record.prefix}/manifest.json"], record.prefix)  # type: ignore[arg-type]
     assert len(problems) == 2
 
