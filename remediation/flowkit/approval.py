@@ -29,6 +29,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from remediation.domain.plan import plan_hash
+from remediation.domain.text import md_inline
 from remediation.flowkit.identity import check_proof, person_for
 from remediation.flowkit.pause import attempt, pause_for_answer, pause_key
 from remediation.target.inventory import HANDLE, Target
@@ -226,6 +227,6 @@ class _Recorder:
         create_markdown_artifact(
             key=f"approval-{self.step}", description=f"approval record: {self.step} {decision}",
             markdown="| field | value |\n|---|---|\n" + "\n".join(
-                f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows.items()) + "\n",
+                f"| {k} | {md_inline(v, limit=2000)} |" for k, v in rows.items()) + "\n",
         )
         return approval

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import httpx
+import pytest
 from pydantic import SecretStr
 
 from remediation.clients.status_webhook import StatusWebhook
 from remediation.domain.rollback import Commit, summary_markdown
 from remediation.domain.text import for_slack, md_inline
+from remediation.flowkit import approval
 from tests.unit.test_rollback_plan import NOW, _plan
 
 HOSTILE = "<!channel> fix <https://evil.example|docs> **now** [x](javascript:alert(1)) | `rm` & co\n# heading"
@@ -52,3 +55,17 @@ def test_a_hostile_commit_subject_cannot_format_the_rollback_summary() -> None:
     assert "[Mallory](" not in text and "<!channel>" not in text and "**now**" not in text
     assert "\n# heading" not in text
     assert r"\[Mallory\]\(https://evil.example\)" in text
+
+
+def test_an_approvers_reason_cannot_format_or_break_the_approval_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[str] = []
+    monkeypatch.setattr(approval, "create_markdown_artifact", lambda **kw: shown.append(kw["markdown"]))
+    monkeypatch.setattr(approval, "get_run_logger", lambda: logging.getLogger("test"))
+    monkeypatch.setattr(approval, "attempt", lambda: 1)
+    record = approval._Recorder("contain-deposit-halt", "sandbox", "d" * 64, "oncall-alice", NOW, None, 1)
+    record("approve", "lead-bob", HOSTILE, [])
+    rows = shown[0].splitlines()
+    reason = next(r for r in rows if r.startswith("| reason |"))
+    assert len(rows) == 2 + len(approval.Approval.model_fields), "one row per field: the reason added none"
+    assert "**now**" not in reason and "<!channel>" not in reason and "[x](" not in reason
+    assert reason.count("|") - reason.count(r"\|") == 3  # the reason's own pipe split no cell
