@@ -220,7 +220,9 @@ def main() -> int:
 
     os.environ.update(stack_env())
     token = secrets.token_urlsafe(24)
-    os.environ.update({"RP_ALERT_TOKEN": token, "RP_SENTRY_CLIENT_SECRET": secrets.token_urlsafe(24)})
+    os.environ.update({"RP_ALERT_TOKEN": token, "RP_GRAFANA_ALERT_TOKEN": secrets.token_urlsafe(24),
+                       "RP_GENERIC_ALERT_TOKEN": secrets.token_urlsafe(24),
+                       "RP_SENTRY_CLIENT_SECRET": secrets.token_urlsafe(24)})
 
     from tests.fixtures.alert_capture import delete_parked_runs, park_capture_deployment, real_flow_exists
 

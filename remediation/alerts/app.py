@@ -3,7 +3,10 @@
 Order of checks, each answering before anything is started: source enabled (404) →
 bearer token (401, before the body is read) → body size (413, from Content-Length and
 while streaming, so an oversized body is never held whole) → Sentry signature over
-the raw body (401) → JSON and schema (422) → route (422 only with `unmatched="reject"`).
+the raw body (401) → JSON and schema (422) → label/annotation/alert caps (413, naming the
+limit) → route (422 only with `unmatched="reject"`) → for a group not seen before: the start
+queue (503 + Retry-After when full), the source's and route's rate limits (429 + Retry-After),
+the target's run cap (202 `capped`, recorded as an event, nothing started).
 A routed firing group is journaled (fsynced) before the 202: Prefect unreachable or slow
 no longer fails the sender, the dispatcher starts the run when Prefect takes it, and a
 restart replays what was accepted. Only a refusal by Prefect (422, e.g. a parameter schema
@@ -23,8 +26,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from remediation.alerts.auth import Credentials
-from remediation.alerts.intake import AlertIntake, Outcome, Unroutable
+from remediation.alerts.intake import AlertIntake, Outcome, Throttled, Unroutable
 from remediation.alerts.journal import IntakeJournal
+from remediation.alerts.limits import LimitExceeded, check_payload
 from remediation.alerts.models import (
     AlertGroup,
     AlertmanagerWebhook,
@@ -73,15 +77,21 @@ def _problems(exc: ValidationError) -> list[dict[str, Any]]:
     ][:20]
 
 
+_MODELS: dict[AlertSource, type[AlertmanagerWebhook | GrafanaWebhook | SentryWebhook | GenericAlert]] = {
+    "alertmanager": AlertmanagerWebhook, "grafana": GrafanaWebhook, "sentry": SentryWebhook, "generic": GenericAlert,
+}
+
+
 def parse(source: AlertSource, body: bytes, config: ReceiverConfig) -> AlertGroup:
     try:
-        if source == "alertmanager":
-            return AlertmanagerWebhook.model_validate_json(body).to_group()
-        if source == "grafana":
-            return GrafanaWebhook.model_validate_json(body).to_group()
-        if source == "sentry":
-            return SentryWebhook.model_validate_json(body).to_group(config.sentry_window_s)
-        return GenericAlert.model_validate_json(body).to_group()
+        model = _MODELS[source].model_validate_json(body)
+        # Before anything is derived from it: the caps bound what can be routed, stored or logged.
+        check_payload(model, config.limits)
+        if isinstance(model, SentryWebhook):
+            return model.to_group(config.sentry_window_s)
+        return model.to_group()
+    except LimitExceeded as exc:
+        raise Rejected(413, exc.body()) from None
     except ValidationError as exc:
         raise Rejected(422, {"message": f"not a valid {source} payload; nothing was started",
                              "errors": _problems(exc)}) from None
@@ -154,6 +164,8 @@ def create_app(
             return _json(exc.status, {"detail": exc.detail}, exc.headers)
         except Unroutable as exc:
             return _json(422, {"detail": f"{exc}; nothing was started"})
+        except Throttled as exc:
+            return _json(exc.status, {"detail": str(exc)}, {"Retry-After": str(exc.retry_after_s)})
         except StartError as exc:
             status = 503 if exc.retryable else 502
             return _json(status, {"detail": f"could not start the capture run: {exc}"},
@@ -180,6 +192,9 @@ def create_app(
             "sources": [s for s in SOURCES if credentials.enabled(s)],
             "uptime_s": round(time.time() - started, 1),
             "intake": {**app.state.intake.dispatcher.stats(), **book.counts()},
+            "limits": {**app.state.intake.admission.stats(), "refused": dict(app.state.intake.overflow.totals),
+                       "runs_per_target": config.limits.runs_per_target, "runs_window_s": config.limits.runs_window_s,
+                       "max_queue": config.limits.max_queue},
         }
 
     return app

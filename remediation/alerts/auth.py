@@ -2,7 +2,9 @@
 
 Secrets are resolved once when the receiver starts (env or Prefect Secret block via
 `SecretRef`) and held only in memory; every comparison is constant-time. Messages
-say what was wrong, never what was presented.
+say what was wrong, never what was presented. Each bearer source has its own tokens: a
+token one source accepts is refused at start if another source accepts it too, so a
+leaked Grafana token cannot post as Alertmanager and a source can be revoked alone.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hmac
 from dataclasses import dataclass, field
 
 from remediation.alerts.routing import AuthConfig
+from remediation.errors import InventoryError
 from remediation.evidence.alert_context import AlertSource
 
 __all__ = ["Credentials", "sentry_signature"]
@@ -35,6 +38,13 @@ class Credentials:
             if cfg is not None:
                 bearer[source] = tuple(ref.resolve().get_secret_value().encode() for ref in cfg.tokens)
         secret = auth.sentry.client_secret.resolve().get_secret_value().encode() if auth.sentry else None
+        owners: dict[bytes, str] = {}
+        for source, tokens in bearer.items():
+            for token in tokens:
+                if token in owners and owners[token] != source:
+                    raise InventoryError(f"auth.{owners[token]} and auth.{source} accept the same bearer token; "
+                                         "give each source its own")
+                owners[token] = source
         return cls(bearer=bearer, sentry_secret=secret)
 
     def enabled(self, source: AlertSource) -> bool:

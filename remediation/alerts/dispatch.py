@@ -47,7 +47,7 @@ class StartDispatcher:
     def __init__(
         self, starter: RunStarter, journal: IntakeJournal, *, concurrency: int = 4,
         record: Callable[[AlertRecord], None] | None = None, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
-        max_known: int = 10_000, known_ttl_s: float = 600.0,
+        max_known: int = 10_000, known_ttl_s: float = 600.0, prune_every_s: float = 3600.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -69,15 +69,29 @@ class StartDispatcher:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-journal")
         self._accepting: list[tuple[JournalEntry, str, asyncio.Future[None]]] = []
         self._committing = False
+        self._prune_every_s = prune_every_s
+        self._pruned = time.monotonic()  # the journal prunes when it opens
 
     # --- intake side ---------------------------------------------------------------------------
-    async def submit(self, entry: JournalEntry, incident_id: str) -> Ticket:
-        key = entry.request.idempotency_key
+    def lookup(self, key: str) -> Ticket | None:
+        """A repeat answered from memory (run known, or its start under way), else None."""
         known = self._known.get(key)
         if known is not None and known[0] > time.monotonic():
             return Ticket(run_id=known[1])
         if key in self._entries:
             return Ticket(run_id=None, first_attempt=self._first.get(key))
+        return None
+
+    @property
+    def backlog(self) -> int:
+        """Keys journaled by this process and not started yet (queued, starting, retrying, accepting)."""
+        return len(self._entries)
+
+    async def submit(self, entry: JournalEntry, incident_id: str) -> Ticket:
+        key = entry.request.idempotency_key
+        repeat = self.lookup(key)
+        if repeat is not None:
+            return repeat
         future = self._claim(entry)  # before the journal write: repeats during the fsync join this one
         try:
             run_id = await self._accept(entry, incident_id)   # durable from here on
@@ -165,6 +179,9 @@ class StartDispatcher:
                 for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
+            if time.monotonic() - self._pruned > self._prune_every_s:
+                self._pruned = time.monotonic()
+                self._io.submit(self.journal.prune)
         finally:
             self._committing = False
 

@@ -9,6 +9,12 @@ that exists. Several replicas may share one file (SQLite locks it) or keep their
 that started are kept for `keep_s` (a week) so a restart still answers repeats from disk.
 Calls are serialised by a lock: the dispatcher makes them from one I/O thread.
 
+Bounded: `prune()` (at open, and hourly from the dispatcher) deletes rows started or refused more
+than `keep_s` ago, episodes resolved more than `keep_s` ago, and episodes still open that were
+opened more than `episode_keep_s` ago (30 days: a group that never sends `resolved` must not stay
+forever; one still firing after that opens a new incident). Only admitted groups are journaled at all
+(`limits.py`), so rows grow at most at the admitted rate.
+
 It also keeps each alert group's current episode (`episode_start`): the start that names its
 incident, fixed when the group first fires and kept until the group resolves — so the oldest
 alert resolving and dropping out of later notifications does not rename the incident. Replicas
@@ -50,7 +56,8 @@ _EPISODES = """
 CREATE TABLE IF NOT EXISTS episode (
     fingerprint  TEXT PRIMARY KEY,
     started      TEXT NOT NULL,
-    resolved_at  REAL
+    resolved_at  REAL,
+    opened_at    REAL
 )"""
 
 
@@ -79,8 +86,10 @@ def _load_record(text: str | None) -> AlertRecord | None:
 
 
 class IntakeJournal:
-    def __init__(self, path: str | Path, *, keep_s: float = 7 * 86400) -> None:
+    def __init__(self, path: str | Path, *, keep_s: float = 7 * 86400, episode_keep_s: float = 30 * 86400) -> None:
         self.path = str(path)
+        self.keep_s = keep_s
+        self.episode_keep_s = episode_keep_s
         memory = self.path == ":memory:"
         if not memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -88,11 +97,26 @@ class IntakeJournal:
         self._db = self._connect("FULL")
         self._db.execute(_SCHEMA)
         self._db.execute(_EPISODES)
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(episode)")]
+        if "opened_at" not in columns:  # a journal written before episodes were pruned
+            self._db.execute("ALTER TABLE episode ADD COLUMN opened_at REAL")
+            self._db.execute("UPDATE episode SET opened_at = ? WHERE opened_at IS NULL", (time.time(),))
         # A second connection on one file; in memory there is only one database per connection.
         self._lazy = self._db if memory else self._connect("NORMAL")
         self._reader = self._db if memory else self._connect("NORMAL")
-        self._db.execute("DELETE FROM intake WHERE started_at IS NOT NULL AND started_at < ?", (time.time() - keep_s,))
-        self._db.execute("DELETE FROM episode WHERE resolved_at < ?", (time.time() - keep_s,))
+        self.prune()
+
+    def prune(self) -> int:
+        """Delete closed rows past their keep time; returns how many went."""
+        now = time.time()
+        with self._lock:
+            gone = self._lazy.execute(
+                "DELETE FROM intake WHERE (started_at IS NOT NULL AND started_at < ?)"
+                " OR (failed IS NOT NULL AND accepted_at < ?)", (now - self.keep_s, now - self.keep_s)).rowcount
+            gone += self._lazy.execute(
+                "DELETE FROM episode WHERE resolved_at < ? OR (resolved_at IS NULL AND opened_at < ?)",
+                (now - self.keep_s, now - self.episode_keep_s)).rowcount
+        return gone
 
     def _reading(self) -> contextlib.AbstractContextManager[object]:
         # A file's reader is its own connection (WAL: never waits for the writer's fsync, so the
@@ -139,30 +163,57 @@ class IntakeJournal:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def current_episode(self, fingerprint: str) -> dt.datetime | None:
+        """The group's open episode's start, if it has one (a read: opens nothing)."""
+        with self._reading():
+            row = self._reader.execute("SELECT started FROM episode WHERE fingerprint = ? AND resolved_at IS NULL",
+                                       (fingerprint,)).fetchone()
+        return dt.datetime.fromisoformat(row[0]) if row else None
+
+    def admitted(self, key: str) -> bool:
+        """The key was journaled before and not refused: a repeat, whatever this process remembers."""
+        with self._reading():
+            row = self._reader.execute("SELECT 1 FROM intake WHERE key = ? AND (run_id IS NOT NULL OR failed IS NULL)",
+                                       (key,)).fetchone()
+        return row is not None
+
+    def accepted_since(self, since: float) -> list[tuple[str, float]]:
+        """(target, seconds ago) of every group accepted since `since`: the run cap survives a restart."""
+        with self._reading():
+            rows = self._reader.execute("SELECT request, accepted_at FROM intake WHERE accepted_at >= ?",
+                                        (since,)).fetchall()
+        now = time.time()
+        return [(str(json.loads(r[0])["parameters"].get("target")), now - r[1]) for r in rows]
+
     def episode_start(self, fingerprint: str, seen: dt.datetime | None, *, resolved: bool) -> dt.datetime | None:
         """The start naming the group's current episode. Firing: the open episode's start if there is
         one (whatever the notification's earliest alert is now), else `seen` opens a new episode. Resolved:
         the open episode's start, and the episode is closed (the next firing opens a new one)."""
-        with self._reading():
-            row = self._reader.execute("SELECT started FROM episode WHERE fingerprint = ? AND resolved_at IS NULL",
-                                       (fingerprint,)).fetchone()
-        current = dt.datetime.fromisoformat(row[0]) if row else None
+        current = self.current_episode(fingerprint)
         if resolved:
             if current is not None:
-                with self._lock:
-                    self._lazy.execute("UPDATE episode SET resolved_at = ? WHERE fingerprint = ?",
-                                       (time.time(), fingerprint))
+                self.close_episode(fingerprint)
             return current or seen
         if current is not None or seen is None:
             return current or seen
+        return self.open_episode(fingerprint, seen)
+
+    def open_episode(self, fingerprint: str, seen: dt.datetime) -> dt.datetime:
+        """Open an episode starting at `seen` unless one is open; returns the open episode's start."""
         with self._lock:
             # Two requests opening one episode at once: the first insert wins, both read it back.
             self._lazy.execute(
-                "INSERT INTO episode (fingerprint, started) VALUES (?, ?) ON CONFLICT (fingerprint) DO UPDATE"
-                " SET started = excluded.started, resolved_at = NULL WHERE episode.resolved_at IS NOT NULL",
-                (fingerprint, seen.isoformat()))
+                "INSERT INTO episode (fingerprint, started, opened_at) VALUES (?, ?, ?) ON CONFLICT (fingerprint)"
+                " DO UPDATE SET started = excluded.started, resolved_at = NULL, opened_at = excluded.opened_at"
+                " WHERE episode.resolved_at IS NOT NULL",
+                (fingerprint, seen.isoformat(), time.time()))
             row = self._lazy.execute("SELECT started FROM episode WHERE fingerprint = ?", (fingerprint,)).fetchone()
         return dt.datetime.fromisoformat(row[0])
+
+    def close_episode(self, fingerprint: str) -> None:
+        with self._lock:
+            self._lazy.execute("UPDATE episode SET resolved_at = ? WHERE fingerprint = ? AND resolved_at IS NULL",
+                               (time.time(), fingerprint))
 
     def run_id(self, key: str) -> UUID | None:
         """From a reader connection: in WAL mode it never waits for the writer's fsync."""

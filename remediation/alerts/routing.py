@@ -27,6 +27,8 @@ __all__ = [
     "DEFAULT_ROUTES_FILE",
     "AuthConfig",
     "BearerAuth",
+    "Bucket",
+    "Limits",
     "ReceiverConfig",
     "Route",
     "RouteAction",
@@ -41,6 +43,51 @@ ProfileName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bucket(_Strict):
+    """A token bucket: `burst` new alert groups at once, refilled at `rate_per_s`."""
+
+    rate_per_s: float = Field(gt=0, le=10_000)
+    burst: int = Field(ge=1, le=100_000)
+
+
+class Limits(_Strict):
+    """`[limits]`: what one notification may carry and how many new groups a sender may start.
+
+    Caps on a payload answer 413 naming the limit; rate limits (new groups only: a repeat of a
+    group that has its run is free) answer 429 + Retry-After; the per-target run cap answers 202
+    `capped` and records the group as an event; a full start queue answers 503 + Retry-After.
+    """
+
+    #: Alerts in one Alertmanager/Grafana notification (Alertmanager: set `max_alerts` below it).
+    max_alerts: int = Field(default=1000, ge=1, le=100_000)
+    #: Labels in one set (an alert's, commonLabels, groupLabels, Sentry tags, generic labels).
+    max_labels: int = Field(default=64, ge=1, le=10_000)
+    max_label_name_bytes: int = Field(default=128, ge=8, le=4096)
+    max_label_value_bytes: int = Field(default=2048, ge=8, le=65_536)
+    max_annotations: int = Field(default=32, ge=0, le=10_000)
+    max_annotation_value_bytes: int = Field(default=16_384, ge=8, le=1024 * 1024)
+    #: Labels stored with a group (flow parameters, journal, events): the route's own labels first,
+    #: then `keep_labels`, then the rest by name, up to this many; values cut to `stored_label_value_chars`.
+    stored_labels: int = Field(default=16, ge=1, le=64)
+    stored_label_value_chars: int = Field(default=256, ge=16, le=2048)
+    keep_labels: list[str] = ["alertname", "env", "environment", "service", "severity", "instance", "job",
+                              "namespace", "cluster", "team", "project", "level"]
+    #: New alert groups per source (each source its own bucket), unless `sources` overrides one.
+    source_rate: Bucket = Bucket(rate_per_s=5, burst=300)
+    sources: dict[AlertSource, Bucket] = {}
+    #: New alert groups per route (each route its own bucket), unless the route sets `rate`.
+    route_rate: Bucket = Bucket(rate_per_s=2, burst=150)
+    #: Capture runs started per target within `runs_window_s`; more groups are recorded, not started.
+    runs_per_target: int = Field(default=100, ge=1, le=100_000)
+    runs_window_s: int = Field(default=600, ge=10, le=86_400)
+    #: Groups journaled and not yet started (queued, starting, retrying) before new ones get 503.
+    max_queue: int = Field(default=1000, ge=1, le=1_000_000)
+    #: Events waiting to be sent before per-group events are folded into counts.
+    max_buffered_events: int = Field(default=1000, ge=10, le=1_000_000)
+    #: Groups remembered as capped (one event per group per window), least recent forgotten first.
+    max_tracked_groups: int = Field(default=10_000, ge=100, le=1_000_000)
 
 
 class RouteAction(_Strict):
@@ -59,6 +106,8 @@ class Route(RouteAction):
     match: dict[str, str] = {}
     #: label = regular expression matched against the whole value (as Alertmanager does).
     match_re: dict[str, str] = {}
+    #: This route's own bucket of new groups (default: `[limits].route_rate`).
+    rate: Bucket | None = None
 
     @field_validator("match_re")
     @classmethod
@@ -118,6 +167,7 @@ class ReceiverConfig(_Strict):
     start_wait_s: float = Field(default=5.0, ge=0, le=30)
     #: Creates in flight at once against the Prefect API (the server, not the receiver, is the bound).
     start_concurrency: int = Field(default=4, ge=1, le=32)
+    limits: Limits = Limits()
     auth: AuthConfig = AuthConfig()
     routes: list[Route] = []
     default: RouteAction | None = None
@@ -129,6 +179,16 @@ class ReceiverConfig(_Strict):
         if dupes:
             raise ValueError(f"route names must be unique: {dupes}")
         return self
+
+    def route_labels(self, name: str) -> list[str]:
+        """The labels a route matches on: kept first when labels are cut down for storage."""
+        for r in self.routes:
+            if r.name == name:
+                return [*r.match, *r.match_re]
+        return []
+
+    def route_rate(self, name: str) -> Bucket | None:
+        return next((r.rate for r in self.routes if r.name == name), None)
 
     def route(self, group: AlertGroup) -> tuple[str, RouteAction] | None:
         """(route name, action) for the first matching route, else the default, else None."""

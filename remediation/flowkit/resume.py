@@ -68,9 +68,13 @@ def wait_for_final(flow_run_id: UUID, *, timeout_s: float = 180, poll_s: float =
 
 def alert_capture_run(reply: dict[str, Any], *, timeout_s: float = 60, poll_s: float = 0.2) -> UUID:
     """The capture run an alert receiver's 202 names; for `accepted` (journaled, run not created
-    yet: a storm, or Prefect slow), the incident's capture-evidence run once it exists."""
+    yet: a storm, or Prefect slow), the incident's capture-evidence run once it exists. LookupError
+    for an answer that starts no run (`capped`, `resolved`, `unrouted`)."""
     if reply.get("flow_run_ids"):
         return UUID(reply["flow_run_ids"][0])
+    if reply.get("status") not in ("accepted", "started", "deduplicated"):
+        # `capped` (the target's capture cap for the window is full), `resolved`, `unrouted`: no run comes.
+        raise LookupError(f"the receiver started no capture run: {reply.get('status')} ({reply.get('detail')})")
     tags = [f"incident:{reply['incident_id']}", "runbook:capture-evidence"]
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:

@@ -183,7 +183,10 @@ class Stack:
         return {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"s3-bucket/{RESULTS_BUCKET}"}
 
     def receiver_env(self) -> dict[str, str]:
+        # One token per source: a token leaked from one sender cannot post as another.
         return {"RP_ALERT_TOKEN": self.secrets["alert_token"],
+                "RP_GRAFANA_ALERT_TOKEN": self.secrets["grafana_alert_token"],
+                "RP_GENERIC_ALERT_TOKEN": self.secrets["generic_alert_token"],
                 "RP_SENTRY_CLIENT_SECRET": self.secrets["sentry_client_secret"]}
 
     def down(self, log: Log = print) -> None:
@@ -249,6 +252,7 @@ class Stack:
             s3_secret_key=SecretStr(self.secrets["s3_secret_key"]),
             prefect_api_url=self.prefect.api_url,
             totp_secrets={h: SecretStr(self.secrets[f"totp_{h}"]) for h in people.PEOPLE},
+            audit_signing_key=SecretStr(self.secrets["audit_signing_key"]),
         )
 
     # --- process and release faults --------------------------------------------------------
@@ -288,6 +292,8 @@ class Stack:
 
 def _later_secrets() -> dict[str, str]:
     return {"alert_token": secrets.token_urlsafe(24), "sentry_client_secret": secrets.token_urlsafe(24),
+            "grafana_alert_token": secrets.token_urlsafe(24), "generic_alert_token": secrets.token_urlsafe(24),
+            "audit_signing_key": secrets.token_hex(32),
             **people.make_totp_secrets()}
 
 

@@ -33,7 +33,10 @@ pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alerts"
 PARKED = ("alert-receiver-test", "rp-alert-receiver-tests")
 TOKEN = "it-" + uuid.uuid4().hex
-ENV = {"RP_ALERT_TOKEN": TOKEN, "RP_SENTRY_CLIENT_SECRET": "it-sentry-" + uuid.uuid4().hex}
+#: Each source its own token (the receiver refuses to start when two share one).
+ENV = {"RP_ALERT_TOKEN": TOKEN, "RP_GRAFANA_ALERT_TOKEN": "it-grafana-" + uuid.uuid4().hex,
+       "RP_GENERIC_ALERT_TOKEN": "it-generic-" + uuid.uuid4().hex,
+       "RP_SENTRY_CLIENT_SECRET": "it-sentry-" + uuid.uuid4().hex}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +105,9 @@ def test_two_receiver_processes_and_a_restart_start_one_run(
         incident = outs[0]["incident_id"]
         assert len(run_ids) == 1 and {o["incident_id"] for o in outs} == {incident}
         assert sum(not o["deduplicated"] for o in outs) == 1, "exactly one answer says it started the run"
+        # Alertmanager's token is not Grafana's.
+        other = httpx.post(f"{a.url}/alerts/grafana", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert other.status_code == 401
 
         (run,) = runs_tagged(parked, f"incident:{incident}")
         assert str(run.id) in run_ids

@@ -70,6 +70,8 @@ def test_credentials_resolve_from_env_and_fail_loudly_when_missing(monkeypatch: 
     with pytest.raises(InventoryError, match="RP_ALERT_TOKEN"):
         Credentials.resolve(cfg.auth)
     monkeypatch.setenv("RP_ALERT_TOKEN", "tok")
+    monkeypatch.setenv("RP_GRAFANA_ALERT_TOKEN", "grafana-tok")
+    monkeypatch.setenv("RP_GENERIC_ALERT_TOKEN", "generic-tok")
     creds = Credentials.resolve(cfg.auth)
     assert creds.check_bearer("alertmanager", "Bearer tok") is None
     assert creds.check_bearer("alertmanager", "bearer tok") is None
