@@ -30,7 +30,8 @@ from remediation.evidence.bundle import (
     Manifest,
 )
 from remediation.evidence.collectors import GRACE_S, CollectorSpec, plan_collectors
-from remediation.evidence.redact import Redactor, for_target
+from remediation.evidence.redact import Redactor
+from remediation.evidence.scrub import for_target
 from remediation.evidence.writer import BundleWriter
 from remediation.flowkit.futures import failure_reason, settle_all
 from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, TargetName, described

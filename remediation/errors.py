@@ -3,6 +3,10 @@
 Tasks retry only `RetryableError`s (timeouts, 5xx, dropped connections); a
 `PermanentError` (4xx, auth, bad input, a refused host key) fails at once,
 because trying again cannot help and may hide the real problem.
+
+A message may quote what a system said (a stderr tail, a response body). Clients given the
+target's redactor redact it at the source; every task's boundary (`tasks/policy.py`) scrubs
+the message again, in place, before Prefect stores it as a state message or a result.
 """
 
 from __future__ import annotations

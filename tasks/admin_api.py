@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.runtime import flow_run
 
 from remediation.domain.levers import AppliedChange, LeverChange, LeverState, current_value
@@ -19,7 +19,7 @@ from remediation.target import connect
 from remediation.target.inventory import Target
 from tasks.database.control import DEPOSIT_MAINTENANCE_STATUS, read_admin_state, set_deposit_halt
 from tasks.gateway import read_provider_ingress, set_provider_ingress
-from tasks.policy import READ_ONLY, SIDE_EFFECT
+from tasks.policy import READ_ONLY, SIDE_EFFECT, task
 
 __all__ = ["apply_lever_change", "get_lever_state", "read_lever_state"]
 

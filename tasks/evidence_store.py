@@ -8,14 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
 from remediation.audit import export as audit
 from remediation.evidence.anchored import anchor_bundle, describe
 from remediation.evidence.bundle import UploadRecord, bundle_dir, evidence_root, s3_prefix, upload_bundle
 from remediation.target import connect
 from remediation.target.inventory import Target
-from tasks.policy import IDEMPOTENT_WRITE, READ_ONLY
+from tasks.policy import IDEMPOTENT_WRITE, READ_ONLY, task
 
 __all__ = ["anchor_evidence_bundle", "store_audit_export", "store_incident_document", "upload_evidence_bundle",
            "verify_audit_export"]

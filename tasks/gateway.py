@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from remediation.errors import RetryableError
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
@@ -13,7 +13,7 @@ from remediation.evidence.collectors import CollectorSpec, collect
 from remediation.target import connect
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import Target
-from tasks.policy import READ_ONLY
+from tasks.policy import READ_ONLY, task
 
 __all__ = ["capture_health", "check_health", "read_provider_ingress", "set_provider_ingress", "wait_for_health"]
 

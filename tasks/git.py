@@ -11,15 +11,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from remediation.clients.git_repo import CliGitRepo, check_rev
 from remediation.domain.commits import Commit
 from remediation.domain.rollback import RevertPlan, RevertState, age_hours
 from remediation.errors import BadInputError, ConflictError, NotFoundError, PushRejectedError
+from remediation.evidence.scrub import for_target
 from remediation.target.inventory import Target
 from tasks.host import shown_rebuild_commands
-from tasks.policy import READ_ONLY, SIDE_EFFECT
+from tasks.policy import READ_ONLY, SIDE_EFFECT, task
 
 __all__ = ["MAX_PUSH_ATTEMPTS", "plan_revert", "push_revert"]
 
@@ -30,8 +31,10 @@ _TRAILER = "This reverts commit "
 
 @contextmanager
 def workspace(target: Target) -> Iterator[CliGitRepo]:
+    """A fresh clone whose every text read (subjects, messages, diffs, errors) is redacted for the target."""
     with tempfile.TemporaryDirectory(prefix="rp-git-") as tmp:
-        yield CliGitRepo.clone(target.git.remote, Path(tmp) / "work", target.git.branch)
+        yield CliGitRepo.clone(target.git.remote, Path(tmp) / "work", target.git.branch,
+                               redact=for_target(target).text)
 
 
 def reverted_by(message: str) -> str | None:

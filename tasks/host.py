@@ -12,18 +12,18 @@ import time
 from datetime import datetime
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel
 
 from remediation.clients.remote_host import ParamikoHost, RemoteHost, build_command
 from remediation.domain.rollback import REVERT_PLACEHOLDER, host_commands
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile
 from remediation.evidence.collectors import CollectorSpec, collect, service_log_argv
-from remediation.evidence.redact import for_target
+from remediation.evidence.scrub import for_target
 from remediation.target import connect
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import Target
-from tasks.policy import READ_ONLY, SIDE_EFFECT
+from tasks.policy import READ_ONLY, SIDE_EFFECT, task
 
 __all__ = [
     "DeployRecord", "DeployedRevision", "capture_host_command", "capture_host_git", "deployed_head",
@@ -69,7 +69,7 @@ def get_deployed_revision(target: Target, limit: int = 10) -> DeployedRevision:
     """Seed 000 step 2: current commit (`git log -1`) and recent deploys on the host."""
     host_cfg = target.deploy_host
     checkout = host_cfg.checkout_dir
-    with connect.remote_host(target) as host:
+    with connect.remote_host(target, redactor=for_target(target)) as host:
         head = host.run(
             ["git", "-C", checkout, "log", "-1", f"--format=%H{_SEP}%an{_SEP}%cI{_SEP}%s"]
         ).check()
@@ -171,12 +171,12 @@ def rebuild_on_host(target: Target, revert_sha: str) -> dict[str, Any]:
     a restart from the checkout; running it twice is the safe side of not knowing whether it finished).
     """
     log = get_run_logger()
-    redact = for_target(target)
     cfg = target.deploy_host
     fetch, merge, *rebuild = host_commands(cfg.checkout_dir, cfg.rebuild, revert_sha)
     outputs: list[dict[str, Any]] = []
     started = time.monotonic()
-    with connect.remote_host(target) as host:
+    # The host redacts each command's output as one stream: a key printed over many lines goes whole.
+    with connect.remote_host(target, redactor=for_target(target)) as host:
         if _has(host, cfg.checkout_dir, revert_sha):
             log.info("the host's checkout already contains %s: not pulling again", revert_sha[:12])
         else:
@@ -188,13 +188,12 @@ def rebuild_on_host(target: Target, revert_sha: str) -> dict[str, Any]:
             tail: list[str] = []
 
             def line(text: str, keep: list[str] = tail) -> None:
-                clean = redact.text(text)
-                log.info("[rebuild] %s", clean)
-                keep.append(clean)
+                log.info("[rebuild] %s", text)
+                keep.append(text)
                 del keep[:-_KEEP_LINES]
 
             result = host.run(argv, cwd=cfg.checkout_dir, on_output=line)
-            outputs.append({"command": redact.text(result.command), "exit_code": result.exit_code,
+            outputs.append({"command": result.command, "exit_code": result.exit_code,
                             "duration_s": result.duration_s, "tail": tail})
             result.check()
     return {"host_head": head, "commands": outputs, "duration_s": round(time.monotonic() - started, 2)}
@@ -203,13 +202,12 @@ def rebuild_on_host(target: Target, revert_sha: str) -> dict[str, Any]:
 @task(name="release-failure-evidence", **READ_ONLY)
 def release_failure_evidence(target: Target, service: str = "gateway", lines: int = 80) -> dict[str, Any]:
     """Why a release is unhealthy, for the failed run's record: the host's revision and the service's log tail."""
-    redact = for_target(target)
     cfg = target.deploy_host
-    with connect.remote_host(target) as host:
+    with connect.remote_host(target, redactor=for_target(target)) as host:
         head = deployed_head(host, cfg.checkout_dir)
         logs = host.run(service_log_argv(target, target.git.deploy_host, service, lines))
     return {"host_head": head, "service": service, "log_exit_code": logs.exit_code,
-            "log_tail": redact.text((logs.stdout + logs.stderr)[-20_000:])}
+            "log_tail": (logs.stdout + logs.stderr)[-20_000:]}
 
 
 def shown_rebuild_commands(target: Target, revert_sha: str = REVERT_PLACEHOLDER) -> list[str]:

@@ -1,15 +1,79 @@
-"""Retry and caching policies every task shares: retry only what is worth retrying, with backoff and jitter."""
+"""What every task shares: the redaction boundary (`task`), and retry and caching policies — retry only
+what is worth retrying, with backoff and jitter.
+
+`task` is `prefect.task` with one thing added around the function, so that nothing a task saw
+leaves it for Prefect unredacted: the target's secret values are registered for this process
+(`scrub.for_target`), an exception's text is scrubbed before Prefect turns it into the Failed
+state's message, a log traceback and a pickled result, and a returned value's strings are
+scrubbed before they are persisted or handed to the flow (whose state messages are built from
+them). Log records — ours and Prefect's own — are scrubbed as they are created
+(`install_log_redaction`, installed when this module is imported, i.e. by every task module).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
+import prefect
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
+from prefect.tasks import Task, exponential_backoff
 
 from remediation.errors import RetryableError
+from remediation.evidence.scrub import for_target, install_log_redaction, scrub_exception, scrub_value
+from remediation.target.inventory import Target
 
-__all__ = ["IDEMPOTENT_WRITE", "READ_ONLY", "SIDE_EFFECT", "retry_if_retryable"]
+__all__ = ["IDEMPOTENT_WRITE", "READ_ONLY", "SIDE_EFFECT", "retry_if_retryable", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+install_log_redaction()
+
+#: Resolving a target's secrets (Prefect Secret blocks are API calls) once a while per process is enough.
+_KNOWN_FOR_S = 300.0
+_known: dict[str, float] = {}
+_known_lock = threading.Lock()
+
+
+def _register(target: Target) -> None:
+    key = target.model_dump_json()
+    now = time.monotonic()
+    with _known_lock:
+        if now - _known.get(key, -_KNOWN_FOR_S) < _KNOWN_FOR_S:
+            return
+        _known[key] = now
+    for_target(target)  # remembers every value it resolves for `scrub`
+
+
+def _redacting(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, Target):
+                _register(value)
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as exc:  # BaseExceptions are Prefect's pause/cancel signals: left alone
+            clean = scrub_exception(exc)
+            if clean is exc:
+                raise
+            raise clean from None
+        return cast(R, scrub_value(out))
+
+    return run
+
+
+def task(**options: Any) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """`prefect.task(**options)` around the redaction boundary (see the module docstring)."""
+
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
+        return cast(Task[P, R], prefect.task(**options)(_redacting(fn)))
+
+    return decorate
 
 
 def _failed_retryably(state: Any) -> bool:

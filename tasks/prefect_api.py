@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
 from prefect.client.orchestration import get_client
 
 from remediation.audit import export as audit
 from remediation.audit.history import flow_run_records, incident_runs
-from remediation.evidence.redact import for_target
+from remediation.evidence.scrub import for_target
 from remediation.target import connect
 from remediation.target.inventory import Target
-from tasks.policy import READ_ONLY
+from tasks.policy import READ_ONLY, task
 
 __all__ = ["build_audit_export", "read_incident_history"]
 

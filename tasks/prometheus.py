@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
 from remediation.evidence.collectors import CollectorSpec, collect
 from remediation.target import connect
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import Target
-from tasks.policy import READ_ONLY
+from tasks.policy import READ_ONLY, task
 
 __all__ = ["capture_error_rate", "get_error_rate"]
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import httpx
-from prefect import task
 
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
 from remediation.evidence.collectors import CollectorSpec, collect
 from remediation.target import connect
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import Target
-from tasks.policy import READ_ONLY
+from tasks.policy import READ_ONLY, task
 
 __all__ = ["capture_rabbitmq_queues"]
 

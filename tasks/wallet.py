@@ -10,15 +10,13 @@ import time
 import uuid
 from typing import Any
 
-from prefect import task
-
 from remediation.clients.gateway import Gateway, WalletReply
 from remediation.domain.levers import LeverChange, current_value, expected_blocked
 from remediation.errors import BadInputError, ClientError
 from remediation.target import connect
 from remediation.target.inventory import Target
 from tasks.admin_api import read_lever_state
-from tasks.policy import READ_ONLY
+from tasks.policy import READ_ONLY, task
 
 __all__ = ["ROUND_TRIP", "check_lever_effect", "check_round_trip", "probe"]
 

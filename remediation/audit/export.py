@@ -19,13 +19,13 @@ from typing import Any
 from prefect.client.orchestration import get_client
 
 from remediation.audit.chain import chain, check_signature, head_of, sign_head, verify_chain
-from remediation.audit.history import MAX_RUNS, flow_run_records, incident_runs
+from remediation.audit.history import MAX_RUNS, flow_run_records, incident_runs, scrub_record
 from remediation.audit.report import render
 from remediation.clients.evidence_store import EvidenceStore, sha256_file
 from remediation.errors import ClientError, NotFoundError
 from remediation.evidence.anchored import anchor_for, newer_versions, verify_bundle
 from remediation.evidence.bundle import evidence_root, s3_prefix
-from remediation.evidence.redact import for_target
+from remediation.evidence.scrub import for_target
 from remediation.records.anchors import Anchor, AnchoredObject, EvidenceAnchors
 from remediation.records.change_log import ChangeLog
 from remediation.target import connect
@@ -86,8 +86,9 @@ def build(target: Target, incident_id: str, evidence: EvidenceStore) -> dict[str
         items = flow_run_records(client, runs, redact)
     generated = datetime.now(UTC)
     found = evidence_locations([{"kind": k, "data": d} for k, d in items], evidence.bucket)
-    checks = verify_evidence(target, evidence, found)
-    changes = change_log_records(target, incident_id)
+    # Notes and problems are free text (a lever's note, an S3 error): redacted like every other record.
+    checks = scrub_record(verify_evidence(target, evidence, found), redact)
+    changes = scrub_record(change_log_records(target, incident_id), redact)
     records = chain(items + [("change-log", c) for c in changes] + [("evidence-check", c) for c in checks])
     return {
         "schema": SCHEMA, "incident_id": incident_id, "target": target.name, "generated_at": generated.isoformat(),

@@ -1,7 +1,10 @@
 """Read one incident's history from the Prefect API: runs, state changes, task runs, artifacts, results.
 
 Everything read goes through the target's redactor (its secret values and the built-in secret
-patterns) before it becomes a record; parameters whose names say "secret" are masked outright.
+patterns) before it becomes a record — every string of every record: each state's message (not
+only the final one), names, tags, trigger fields, results, artifact data; parameters whose names
+say "secret" are masked outright. The export is written to S3, possibly under Object Lock where a
+leaked secret could never be deleted, so nothing is copied into a record unredacted.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.client.schemas.sorting import FlowRunSort
 
-__all__ = ["MASK", "flow_run_records", "mask_parameters"]
+__all__ = ["MASK", "flow_run_records", "mask_parameters", "scrub_record"]
 
 MASK = "***"
 _SECRET_NAME = re.compile(r"secret|token|passw|credential|dsn|private|api_?key", re.IGNORECASE)
@@ -40,6 +43,11 @@ def mask_parameters(params: dict[str, Any], redact: Callable[[str], str]) -> dic
     return out
 
 
+def scrub_record(value: Any, redact: Callable[[str], str]) -> Any:
+    """Every string in a record redacted, values under secret-sounding keys masked."""
+    return _scrub(value, redact)
+
+
 def _scrub(value: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return redact(value)
@@ -47,7 +55,13 @@ def _scrub(value: Any, redact: Callable[[str], str]) -> Any:
         return {str(k): (MASK if _SECRET_NAME.search(str(k)) else _scrub(v, redact)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub(v, redact) for v in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else would reach export.json as its str() (json.dumps(default=str)): a failed run's
+    # result is an exception whose text is the state message.
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return redact(str(value))
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -114,30 +128,30 @@ def flow_run_records(client: SyncPrefectClient, runs: list[FlowRun],
                 deployments[run.deployment_id] = client.read_deployment(run.deployment_id).name
             deployment = deployments[run.deployment_id]
         states = sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
-        items.append(("flow-run", {
+        items.append(("flow-run", _scrub({
             "id": str(run.id), "name": run.name, "flow": flows[run.flow_id], "tags": sorted(run.tags),
             "trigger": trigger_of(run, deployment),
             "parameters": mask_parameters(run.parameters or {}, redact),
             "states": [_state(s) for s in states],
             "final": {"type": run.state_type.value if run.state_type else None, "name": run.state_name,
-                      "message": redact(run.state.message or "") if run.state else None},
+                      "message": (run.state.message or "") if run.state else None},
             "result": _result(run, redact),
-        }))
+        }, redact)))
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
         for tr in sorted(task_runs, key=lambda t: (t.start_time or t.expected_start_time or t.created or 0, t.name)):
-            items.append(("task-run", {
+            items.append(("task-run", _scrub({
                 "id": str(tr.id), "flow_run_id": str(run.id), "name": tr.name, "run_count": tr.run_count,
                 "start": _iso(tr.start_time), "end": _iso(tr.end_time),
                 "state": tr.state_type.value if tr.state_type else None, "state_name": tr.state_name,
-                "message": redact(tr.state.message or "") if tr.state else None,
-            }))
+                "message": (tr.state.message or "") if tr.state else None,
+            }, redact)))
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
         )
         for a in sorted(artifacts, key=lambda a: a.created or 0):
             kind = "approval" if (a.key or "").startswith("approval-") else "artifact"
-            items.append((kind, {
+            items.append((kind, _scrub({
                 "flow_run_id": str(run.id), "key": a.key, "type": a.type, "created": _iso(a.created),
-                "description": a.description, "data": redact(str(a.data)),
-            }))
+                "description": a.description, "data": str(a.data),
+            }, redact)))
     return items

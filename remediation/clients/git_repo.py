@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
@@ -92,7 +92,12 @@ class GitRepo(Protocol):
 
 
 class CliGitRepo:
-    """`GitRepo` over `subprocess.run([git, …])` in `workdir`, with a fixed committer identity."""
+    """`GitRepo` over `subprocess.run([git, …])` in `workdir`, with a fixed committer identity.
+
+    `redact` (the target's redactor) is applied to every text read out of the repository — commit
+    subjects, authors, messages, diffs — and to error messages: a secret someone committed must
+    not travel on into a plan, an artifact, a log or the revert's own message.
+    """
 
     def __init__(
         self,
@@ -103,26 +108,30 @@ class CliGitRepo:
         author_name: str = "remediation-pipelines",
         author_email: str = "remediation-pipelines@localhost",
         env: Mapping[str, str] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self._git = git
         self._timeout = timeout
         self._env = _git_env(author_name, author_email, env)
+        self._redact: Callable[[str], str] = redact or _same
 
     @classmethod
     def clone(
         cls, remote: str, dest: Path, branch: str | None = None, *, git: str = "git", timeout: float = 300.0,
         author_name: str = "remediation-pipelines", author_email: str = "remediation-pipelines@localhost",
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None, redact: Callable[[str], str] | None = None,
     ) -> Self:
         # `ext::` runs a command and a leading `-` is an option; neither is a repository.
         if not isinstance(remote, str) or not remote or remote.startswith("-") or remote.lower().startswith("ext::"):
-            raise BadInputError(f"git remote {_redact(str(remote))!r} is not a repository URL or path")
+            shown = (redact or _same)(_redact(str(remote)))
+            raise BadInputError(f"git remote {shown!r} is not a repository URL or path")
         args = ["clone", "--no-recurse-submodules"]
         if branch is not None:
             args += ["--branch", _check_name(branch, "branch")]
         dest = Path(dest).absolute()
-        repo = cls(dest, git=git, timeout=timeout, author_name=author_name, author_email=author_email, env=env)
+        repo = cls(dest, git=git, timeout=timeout, author_name=author_name, author_email=author_email, env=env,
+                   redact=redact)
         # Run from the parent: dest does not exist yet.
         repo._run([*args, "--", remote, str(dest)], cwd=dest.parent)
         return repo
@@ -134,17 +143,18 @@ class CliGitRepo:
         if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= 10_000:
             raise BadInputError("n must be an integer between 1 and 10000")
         out = self._run(["log", f"-n{n}", f"--format={_FORMAT}", self.resolve(ref), "--"])
-        return _parse_log(out)
+        return _parse_log(out, self._redact)
 
     def commit(self, rev: str) -> Commit:
         return self.log_oneline(1, rev)[0]
 
     def show_stat(self, sha: str) -> str:
-        return self._run(["show", "--stat", "--format=fuller", "--no-color", self.resolve(sha), "--"])
+        return self._redact(self._run(["show", "--stat", "--format=fuller", "--no-color", self.resolve(sha), "--"]))
 
     def show_patch(self, sha: str, max_chars: int = 100_000) -> str:
         """The commit's diff for an approver to read; long diffs are cut with a note saying so."""
-        text = self._run(["show", "--stat", "--patch", "--format=fuller", "--no-color", self.resolve(sha), "--"])
+        text = self._redact(
+            self._run(["show", "--stat", "--patch", "--format=fuller", "--no-color", self.resolve(sha), "--"]))
         if len(text) > max_chars:
             return text[:max_chars] + f"\n… diff truncated at {max_chars} of {len(text)} characters\n"
         return text
@@ -174,7 +184,7 @@ class CliGitRepo:
         return out[0]
 
     def message(self, sha: str) -> str:
-        return self._run(["show", "-s", "--format=%B", self.resolve(sha), "--"])
+        return self._redact(self._run(["show", "-s", "--format=%B", self.resolve(sha), "--"]))
 
     def parents(self, sha: str) -> list[str]:
         return self._run(["show", "-s", "--format=%P", self.resolve(sha), "--"]).split()
@@ -209,7 +219,7 @@ class CliGitRepo:
         if proc.returncode != 0:
             self._proc(["revert", "--abort"])
             raise ConflictError(
-                f"git: reverting {full[:12]} conflicts with later changes: {_tail(proc.stderr or proc.stdout)}"
+                f"git: reverting {full[:12]} conflicts with later changes: {self._tail(proc.stderr or proc.stdout)}"
             )
         if self._proc(["diff", "--cached", "--quiet"]).returncode == 0:
             self._proc(["revert", "--abort"])
@@ -231,7 +241,7 @@ class CliGitRepo:
         out = self._run([
             "log", f"--format={_FORMAT}", "--fixed-strings", f"--grep=This reverts commit {full}", target, "--",
         ])
-        candidates = _parse_log(out)  # newest first
+        candidates = _parse_log(out, self._redact)  # newest first
         if not candidates:
             return None
         inverse = self.inverse_patch_id(full)
@@ -260,7 +270,7 @@ class CliGitRepo:
                 "fetch, rebase and push again"
             )
         if "[remote rejected]" in text:
-            raise ConflictError(f"git: push to {remote}/{branch} refused by the remote: {_tail(text)}")
+            raise ConflictError(f"git: push to {remote}/{branch} refused by the remote: {self._tail(text)}")
         raise self._error(["push"], proc)
 
     def current_branch(self) -> str:
@@ -293,7 +303,7 @@ class CliGitRepo:
 
     def _error(self, args: list[str], proc: subprocess.CompletedProcess[str]) -> ClientError:
         text = proc.stderr or proc.stdout
-        message = f"git {args[0]} in {self.workdir} failed (exit {proc.returncode}): {_tail(text)}"
+        message = f"git {args[0]} in {self.workdir} failed (exit {proc.returncode}): {self._tail(text)}"
         if _AUTH.search(text):
             return AuthError(message)
         if _NETWORK.search(text):
@@ -301,6 +311,9 @@ class CliGitRepo:
         if _NOT_FOUND.search(text):
             return NotFoundError(message)
         return PermanentError(message)
+
+    def _tail(self, text: str) -> str:
+        return _tail(self._redact(text))
 
     def __repr__(self) -> str:
         return f"CliGitRepo({self.workdir})"
@@ -333,7 +346,11 @@ def _git_env(author_name: str, author_email: str, extra: Mapping[str, str] | Non
     return env
 
 
-def _parse_log(out: str) -> list[Commit]:
+def _same(text: str) -> str:
+    return text
+
+
+def _parse_log(out: str, redact: Callable[[str], str] = _same) -> list[Commit]:
     commits = []
     for record in out.split(_END):
         record = record.strip("\n")
@@ -341,7 +358,7 @@ def _parse_log(out: str) -> list[Commit]:
             continue
         sha, subject, author, email, committed = record.split(_SEP, 4)
         commits.append(Commit(
-            sha=sha, subject=subject, author=author, author_email=email,
+            sha=sha, subject=redact(subject), author=redact(author), author_email=redact(email),
             committed_at=datetime.fromisoformat(committed.strip()),
         ))
     return commits
@@ -353,4 +370,10 @@ def _redact(text: str) -> str:
 
 def _tail(text: str, limit: int = 600) -> str:
     text = _redact(text.strip())
-    return text if len(text) <= limit else "…" + text[-limit:]
+    return text if len(text) <= limit else "…" + _from_a_line(text[-limit:])
+
+
+def _from_a_line(cut: str) -> str:
+    """A tail starting at a line: a cut through a secret would leave a piece no redaction can recognise."""
+    rest = cut.partition("\n")[2]
+    return rest or cut

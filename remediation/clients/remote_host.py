@@ -30,7 +30,7 @@ from remediation.errors import (
     RetryableError,
 )
 
-__all__ = ["CommandResult", "ParamikoHost", "RemoteHost", "build_command"]
+__all__ = ["CommandResult", "LineRedaction", "OutputRedactor", "ParamikoHost", "RemoteHost", "build_command"]
 
 #: After the exit status, how long to wait for the channel's EOF.
 _EOF_GRACE_S = 2.0
@@ -56,6 +56,7 @@ class CommandResult(BaseModel):
     def check(self) -> CommandResult:
         """Return self if the command exited 0, else raise CommandFailedError (a PermanentError)."""
         if self.exit_code != 0:
+            # A host built with a redactor stored its output redacted already; the task boundary scrubs again.
             tail = self.stderr[-_TAIL:].strip() or self.stdout[-_TAIL:].strip() or "(no output)"
             how = "was killed by a signal" if self.exit_code < 0 else f"exited {self.exit_code}"
             raise CommandFailedError(f"`{self.command}` {how}: {tail}", self.exit_code)
@@ -109,48 +110,92 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
         )
 
 
+class LineRedaction(Protocol):
+    """One output stream's redaction (`RedactionStream`): complete lines in, redacted text out."""
+
+    def feed_lines(self, text: str) -> str: ...
+    def finish(self) -> str: ...
+
+
+class OutputRedactor(Protocol):
+    """What the host needs of a redactor (`remediation.evidence.redact.Redactor`)."""
+
+    def stream(self) -> LineRedaction: ...
+    def text(self, text: str) -> str: ...
+
+
 class _Capture:
     """Keeps the tail of one stream within a byte cap and hands complete lines to a callback.
 
     `on_line` gets each line (without its newline); `on_lines` gets, per packet received, all the
-    complete lines in it as one string (newlines kept) — far fewer calls for a large log.
+    complete lines in it as one string (newlines kept) — far fewer calls for a large log. With a
+    `redact` stream, what is kept and handed out is redacted, the command's whole output through
+    one stream: a key printed over many lines goes whole, not line by line.
     """
 
     def __init__(self, cap: int, on_line: Callable[[str], None] | None,
-                 on_lines: Callable[[str], None] | None = None) -> None:
+                 on_lines: Callable[[str], None] | None = None, redact: LineRedaction | None = None) -> None:
         self._buf = bytearray()
         self._cap = cap
         self.truncated = False
         self._on_line = on_line
         self._on_lines = on_lines
+        self._redact = redact
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
+        #: Redacted text after its last newline (a removed key block can end output mid-line).
+        self._partial = ""
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) > self._cap:
-            del self._buf[: len(self._buf) - self._cap]
-            self.truncated = True
-        if self._on_line is None and self._on_lines is None:
-            return
+        if self._redact is None:
+            self._keep(data)
+            if self._on_line is None and self._on_lines is None:
+                return
         self._pending += self._decoder.decode(data)
         cut = self._pending.rfind("\n")
         if cut < 0:
             return
         complete, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
-        if self._on_lines is not None:
-            self._emit_lines(complete)
-        if self._on_line is not None:
-            for line in complete[:-1].split("\n"):
-                self._emit(line)
+        self._out(complete)
 
     def finish(self) -> str:
-        rest = self._pending + self._decoder.decode(b"", final=True) if (self._on_line or self._on_lines) else ""
-        if rest:
-            if self._on_lines is not None:
-                self._emit_lines(rest + "\n")
-            self._emit(rest)
+        if self._redact is not None or self._on_line is not None or self._on_lines is not None:
+            rest = self._pending + self._decoder.decode(b"", final=True)
+            self._pending = ""
+            if self._redact is not None:
+                clean = (self._redact.feed_lines(rest) if rest else "") + self._redact.finish()
+                self._keep(clean.encode())
+                rest, self._partial = self._partial + clean, ""
+            if rest:
+                self._hand_out(rest if rest.endswith("\n") else rest + "\n")
         return self._buf.decode("utf-8", errors="replace")
+
+    def _out(self, complete: str) -> None:
+        if self._redact is not None:
+            clean = self._redact.feed_lines(complete)
+            self._keep(clean.encode())
+            text = self._partial + clean
+            cut = text.rfind("\n") + 1
+            complete, self._partial = text[:cut], text[cut:]
+        if complete:
+            self._hand_out(complete)
+
+    def _keep(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > self._cap:
+            del self._buf[: len(self._buf) - self._cap]
+            self.truncated = True
+
+    def _hand_out(self, lines: str) -> None:
+        """`lines` ends with a newline."""
+        if self._on_lines is not None:
+            try:
+                self._on_lines(lines)
+            except Exception:
+                self._on_lines = None
+        if self._on_line is not None:
+            for line in lines[:-1].split("\n"):
+                self._emit(line)
 
     def _emit(self, line: str) -> None:
         if self._on_line is None:
@@ -160,13 +205,6 @@ class _Capture:
         except Exception:
             # A broken log sink must not abandon a half-finished rebuild; keep capturing silently.
             self._on_line = None
-
-    def _emit_lines(self, text: str) -> None:
-        assert self._on_lines is not None
-        try:
-            self._on_lines(text)
-        except Exception:
-            self._on_lines = None
 
 
 class ParamikoHost:
@@ -183,6 +221,7 @@ class ParamikoHost:
         connect_timeout: float = 10.0,
         command_timeout: float = 600.0,
         output_cap_bytes: int = 1024 * 1024,
+        redactor: OutputRedactor | None = None,
     ) -> None:
         self.address = address
         self.port = port
@@ -192,6 +231,7 @@ class ParamikoHost:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._cap = output_cap_bytes
+        self._redactor = redactor
         self._client: paramiko.SSHClient | None = None
 
     @property
@@ -238,10 +278,12 @@ class ParamikoHost:
         `on_output` gets each line of stdout and stderr as it arrives (interleaved, without the
         newline), e.g. to log a rebuild live; `on_lines` gets the complete lines of each packet
         as one string, newlines kept (for streaming a large log to disk); stored output keeps
-        the last `output_cap_bytes` of each stream. A timeout or a dropped connection raises
-        RetryableError.
+        the last `output_cap_bytes` of each stream. With a redactor, all of that (and the command
+        line as shown in the result and in errors) is redacted, one stream per output stream.
+        A timeout or a dropped connection raises RetryableError.
         """
-        command = build_command(argv, cwd)
+        sent = build_command(argv, cwd)
+        command = self._redactor.text(sent) if self._redactor is not None else sent
         limit = self._command_timeout if timeout is None else timeout
         self.connect()
         assert self._client is not None
@@ -251,11 +293,12 @@ class ParamikoHost:
         started = time.monotonic()
         try:
             channel = transport.open_session(timeout=self._connect_timeout)
-            channel.exec_command(command)
+            channel.exec_command(sent)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
             raise RetryableError(f"ssh {self.where}: could not start `{command}`: {exc}") from None
-        out, err = _Capture(self._cap, on_output, on_lines), _Capture(self._cap, on_output, on_lines)
+        out, err = (_Capture(self._cap, on_output, on_lines, self._redactor.stream() if self._redactor else None)
+                    for _ in range(2))
         try:
             self._pump(channel, out, err, command, started + limit, limit)
             exit_code = channel.recv_exit_status()

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from remediation.errors import BadInputError, CommandFailedError, PermanentError, RetryableError
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
 from remediation.evidence.pg_queries import PG_QUERIES
-from remediation.evidence.redact import for_target
+from remediation.evidence.scrub import for_target
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import Target
 

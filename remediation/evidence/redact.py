@@ -1,51 +1,69 @@
-"""Redaction before anything is stored: evidence files, manifest fields, artifacts.
+"""The one redaction path for everything we store or show: evidence, artifacts, logs, errors, exports.
 
-Two kinds of rule run over every byte of evidence:
+Two kinds of rule run over every byte:
 
-* **literal values** of every secret the target's inventory resolves on this worker
-  (admin and gateway tokens, the database DSN and its password, S3 keys, Redis and
-  RabbitMQ passwords): the worker holds them, so it can recognise them exactly even
-  where no pattern would (a token echoed alone on a line);
+* **literal values** of every secret reference the target's inventory resolves on this worker
+  (API tokens, the database DSN and its password, S3 keys, the status webhook URL, people's
+  TOTP secrets, Redis and RabbitMQ passwords): the worker holds them, so it recognises them
+  exactly even where no pattern would (a token echoed alone on a line, a commit subject) —
+  and in the forms they take elsewhere: percent-encoded, JSON-escaped, and base64 (standard
+  and urlsafe) at each of the three byte alignments, so one embedded in a longer base64
+  string (a `user:token` basic-auth header, a k8s secret dump) is found too;
 * **patterns** for secrets it does not hold: bearer tokens, passwords in URLs/DSNs,
   `password=`/`secret=`/`token=` pairs (also JSON and SQL `PASSWORD '…'`), AWS keys,
-  PEM private keys (multi-line), plus the evidence profile's own regexes.
+  PEM and PGP private key blocks (multi-line), plus the evidence profile's own regexes.
 
 `RedactionStream` is streaming: text is fed in arbitrary chunks, processed in blocks
-cut at line boundaries (every pattern but PEM is confined to one line, and a PEM key
-is followed across blocks by a small state machine), so a 1 GiB log never sits in
-memory. Over-redaction is the chosen failure mode: evidence with a hole is still
-evidence, a leaked credential is an incident of its own.
+cut at line boundaries (every pattern but a key block is confined to one line, and a key
+block is followed across blocks by a small state machine), so a 1 GiB log never sits in
+memory, and one stream per command removes a key a command prints over many lines whole.
+Over-redaction is the chosen failure mode: evidence with a hole is still evidence, a
+leaked credential is an incident of its own.
+
+Which secrets a target has (`for_target`) and the process-wide `scrub` of what leaves a task for
+Prefect live in `scrub.py`.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
-from remediation.errors import InventoryError
+from pydantic import BaseModel
+
+from remediation.errors import ClientError, InventoryError, PermanentError
+from remediation.target.secrets import SecretRef
 
 if TYPE_CHECKING:
     from remediation.target.evidence_profile import EvidenceProfile
     from remediation.target.inventory import Target
-    from remediation.target.secrets import SecretRef
 
-__all__ = ["MIN_LITERAL", "REDACTED", "RedactionStream", "Redactor", "Rule", "builtin_rules", "for_target"]
+__all__ = ["MIN_LITERAL", "REDACTED", "RedactionStream", "Redactor", "Rule", "builtin_rules", "literal_forms"]
 
 REDACTED = "[REDACTED]"
 PEM_MARK = "[REDACTED PRIVATE KEY]"
 #: Shorter secrets cannot be redacted literally without wrecking the evidence; patterns still apply.
 MIN_LITERAL = 4
+#: A base64 fragment shorter than this would match random base64 too often to be worth the holes.
+_MIN_B64 = 8
 _BLOCK = 256 * 1024
 #: A line longer than this is processed in pieces (a secret split across the cut may survive).
 _MAX_LINE = 4 * 1024 * 1024
 #: After a PEM BEGIN with no END this far on, the key was truncated: stop dropping text.
 _PEM_BUDGET = 16 * 1024
-_PEM_BEGIN = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----")
-_PEM_END = re.compile(r"-----END[A-Z0-9 ]*PRIVATE KEY-----")
+#: An armored PGP secret key with subkeys is several times a PEM key's size.
+_PGP_BUDGET = 64 * 1024
+# `PRIVATE KEY BLOCK` is PGP's armor (`-----BEGIN PGP PRIVATE KEY BLOCK-----`).
+_PEM_BEGIN = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = re.compile(r"-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----")
 _NOT_DONE = r"(?!\[REDACTED)"
 _SECRET_WORDS = [r"passw(?:or)?d", "pwd", "secret", "token", r"api[_-]?key", "apikey", r"access[_-]?key",
                  r"private[_-]?key", "credentials?"]
@@ -151,21 +169,62 @@ def builtin_rules() -> list[Rule]:
     ]
 
 
+def _base64_inner(raw: bytes) -> set[str]:
+    """The base64 text that encodes `raw` whatever bytes surround it, at each of the 3 alignments.
+
+    At offset k (k bytes before it in the encoded string), output character j covers bits
+    [6j, 6j+6); it depends on `raw` alone when those bits lie inside [8k, 8(k+len)). Characters
+    at either end mix in the neighbours' bits and are left out.
+    """
+    found = set()
+    for k in range(3):
+        encoded = base64.b64encode(bytes(k) + raw + bytes(2)).decode()
+        inner = encoded[-(-8 * k // 6) : 8 * (k + len(raw)) // 6]
+        if len(inner) >= _MIN_B64:
+            found.update({inner, inner.replace("+", "-").replace("/", "_")})
+    return found
+
+
+def literal_forms(value: str) -> set[str]:
+    """Every form of one secret value we look for: as is, percent-encoded (URLs, form bodies),
+    JSON-escaped (once and twice, with and without `\\/`), and base64 at each alignment."""
+    escaped = json.dumps(value)[1:-1]
+    forms = {
+        value, quote(value, safe=""), quote_plus(value, safe=""),
+        escaped, escaped.replace("/", "\\/"), json.dumps(value, ensure_ascii=False)[1:-1],
+        json.dumps(escaped)[1:-1],
+    }
+    forms.update(_base64_inner(value.encode()))
+    return {f for f in forms if len(f) >= MIN_LITERAL}
+
+
 class Redactor:
     """The rules for one target and profile. Holds secret values: never log, pickle or return it."""
 
     def __init__(self, literals: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
-        values: set[str] = set()
+        forms: set[str] = set()
         for value in literals:
             if value and len(value) >= MIN_LITERAL:
-                # A secret is often seen percent-encoded inside a URL or a form body.
-                values.update({value, quote(value, safe="")})
-        self._literal = (
-            re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))) if values else None
-        )
+                forms |= literal_forms(value)
+        # Longest first, so a secret containing another is removed whole.
+        self._forms = tuple(sorted(forms, key=lambda f: (-len(f), f)))
+        self._hit_regex: dict[tuple[str, ...], re.Pattern[str]] = {}
         self.rules = builtin_rules() + [
             Rule(f"profile-pattern-{i}", re.compile(p), REDACTED) for i, p in enumerate(extra_patterns, 1)
         ]
+
+    def _literals(self, text: str) -> tuple[str, int]:
+        # `in` is a C substring search per form; one regex alternating over dozens of forms (several
+        # start with almost any base64 character) would try each branch at nearly every position.
+        hits = tuple(f for f in self._forms if f in text)
+        if not hits:
+            return text, 0
+        regex = self._hit_regex.get(hits)
+        if regex is None:
+            if len(self._hit_regex) > 64:
+                self._hit_regex.clear()
+            regex = self._hit_regex[hits] = re.compile("|".join(map(re.escape, hits)))
+        return regex.subn(REDACTED, text)
 
     def stream(self) -> RedactionStream:
         return RedactionStream(self)
@@ -181,8 +240,8 @@ class Redactor:
 
     def apply(self, text: str, counts: Counter[str]) -> str:
         """Literals, then patterns, over line-aligned text without PEM keys."""
-        if self._literal is not None:
-            text, n = self._literal.subn(REDACTED, text)
+        if self._forms:
+            text, n = self._literals(text)
             counts["literal-secret"] += n
         low: str | None = None
         for rule in self.rules:
@@ -203,7 +262,7 @@ class Redactor:
         return text
 
     def __repr__(self) -> str:
-        return f"Redactor({len(self.rules)} rules, literals={'yes' if self._literal else 'no'})"
+        return f"Redactor({len(self.rules)} rules, literals={'yes' if self._forms else 'no'})"
 
 
 @dataclass
@@ -239,6 +298,15 @@ class RedactionStream:
         self._pending, self._pending_len = ([rest], len(rest)) if rest else ([], 0)
         return self._block(text[:cut])
 
+    def feed_lines(self, text: str) -> str:
+        """Redact complete lines now, not once a block has filled: for output shown as it arrives.
+
+        A key block begun here is still followed into later calls, so it goes whole."""
+        if self._pending:
+            text = "".join(self._pending) + text
+            self._pending, self._pending_len = [], 0
+        return self._block(text) if text else ""
+
     def finish(self) -> str:
         text = "".join(self._pending)
         self._pending, self._pending_len = [], 0
@@ -268,40 +336,7 @@ class RedactionStream:
             out.append(self.redactor.apply(text[: begin.start()], self.counts))
             out.append(PEM_MARK)
             self.counts["private-key"] += 1
-            self._in_key, self._key_budget = True, _PEM_BUDGET
+            self._in_key = True
+            self._key_budget = _PGP_BUDGET if "PGP" in begin.group() else _PEM_BUDGET
             text = text[begin.end():]
         return "".join(out)
-
-
-def for_target(target: Target, profile: EvidenceProfile | None = None) -> Redactor:
-    """The redactor for a target: every secret its inventory resolves on this worker, and the profile's patterns."""
-    refs: list[SecretRef | None] = [
-        target.admin_api.token, target.gateway.token, target.database.dsn,
-        target.evidence.access_key, target.evidence.secret_key,
-    ]
-    if profile is not None:
-        refs += [profile.redis.password if profile.redis else None,
-                 profile.rabbitmq.password if profile.rabbitmq else None]
-    literals: list[str] = []
-    for ref in refs:
-        if ref is None or ref.file is not None:  # a file reference resolves to a path; PEM rules cover keys
-            continue
-        try:
-            value = ref.resolve().get_secret_value()
-        except InventoryError:
-            continue  # a secret this worker does not hold cannot leak from it
-        literals.append(value)
-        literals.extend(_dsn_parts(value))
-    return Redactor(literals, profile.redact_patterns if profile else ())
-
-
-def _dsn_parts(value: str) -> list[str]:
-    """The password inside a DSN or URL, which may appear on its own (an error, an env dump)."""
-    parts: list[str] = []
-    m = re.match(r"[a-z][a-z0-9+.-]*://[^:/@\s]*:([^@\s]+)@", value, re.IGNORECASE)
-    if m:
-        parts.append(unquote(m.group(1)))
-    m = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", value)
-    if m:
-        parts.append(m.group(1).strip("'"))
-    return parts

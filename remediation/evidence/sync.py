@@ -8,7 +8,7 @@ from typing import Any
 from remediation.errors import ClientError
 from remediation.evidence.anchored import anchor_bundle, unanchored_bundles
 from remediation.evidence.bundle import evidence_root, load_manifest, pending_bundles, upload_bundle
-from remediation.evidence.redact import for_target
+from remediation.evidence.scrub import for_target
 from remediation.target import connect
 from remediation.target.inventory import Target, load_target
 

@@ -21,7 +21,8 @@ from remediation.evidence.bundle import (
     s3_prefix,
     write_manifest,
 )
-from remediation.evidence.redact import Redactor, for_target
+from remediation.evidence.redact import Redactor
+from remediation.evidence.scrub import for_target
 from remediation.target.inventory import Target
 
 __all__ = ["BundleWriter", "FileBody"]

@@ -6,7 +6,7 @@ The one place clients are built: tasks and flows ask here, never construct their
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from remediation.clients.git_repo import CliGitRepo
 from remediation.clients.prometheus import HttpxPrometheus
 from remediation.clients.rabbitmq import HttpxRabbitMq
 from remediation.clients.redis import RespRedis
-from remediation.clients.remote_host import ParamikoHost
+from remediation.clients.remote_host import OutputRedactor, ParamikoHost
 from remediation.clients.status_webhook import NoChannel, StatusSender, StatusWebhook
 from remediation.target.evidence_profile import RabbitMqCollector, RedisCollector
 from remediation.target.inventory import Target
@@ -90,7 +90,9 @@ def evidence_store(target: Target) -> S3EvidenceStore:
                            object_lock_mode=cfg.object_lock_mode)
 
 
-def remote_host(target: Target, name: str | None = None) -> ParamikoHost:
+def remote_host(target: Target, name: str | None = None, *, redactor: OutputRedactor | None = None) -> ParamikoHost:
+    """`redactor` (the target's, `for_target`) redacts what commands print before anyone sees it:
+    the stored output, the exception a failed command raises, the lines streamed to a log."""
     host = target.hosts[name] if name else target.deploy_host
     return ParamikoHost(
         host.address, host.port, host.user,
@@ -98,11 +100,12 @@ def remote_host(target: Target, name: str | None = None) -> ParamikoHost:
         known_hosts_path=str(host.known_hosts),
         connect_timeout=host.connect_timeout_s,
         command_timeout=host.command_timeout_s,
+        redactor=redactor,
     )
 
 
-def git_repo(workdir: str | Path) -> CliGitRepo:
-    return CliGitRepo(Path(workdir))
+def git_repo(workdir: str | Path, redact: Callable[[str], str] | None = None) -> CliGitRepo:
+    return CliGitRepo(Path(workdir), redact=redact)
 
 
 def redis(cfg: RedisCollector) -> RespRedis:
@@ -142,6 +145,10 @@ def shared_remote_host(target: Target, name: str) -> Iterator[ParamikoHost]:
     A capture runs its host collectors concurrently; each would pay its own handshake (key
     exchange and auth are CPU-heavy in paramiko). They share one connection, one channel
     each. A connection found dead is reopened; `close_shared_hosts()` ends them all.
+
+    No redactor here: collectors stream output into an `EvidenceFile`, whose own redaction stream
+    sees the command's whole output (redacting twice would halve a large log's throughput), and
+    `collect` redacts a failure's message.
     """
     cfg = target.hosts[name]
     key_path = cfg.key.resolve().get_secret_value()

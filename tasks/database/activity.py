@@ -7,15 +7,13 @@ collector's statement timeout, on its own short connection (application_name
 
 from __future__ import annotations
 
-from prefect import task
-
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
 from remediation.evidence.collectors import CollectorSpec, collect
 from remediation.evidence.pg_queries import PG_QUERIES
 from remediation.target import connect
 from remediation.target.evidence_profile import EvidenceProfile
 from remediation.target.inventory import Target
-from tasks.policy import READ_ONLY
+from tasks.policy import READ_ONLY, task
 
 __all__ = ["APPLICATION", "capture_pg_query"]
 

@@ -13,7 +13,7 @@ from typing import Any, LiteralString
 
 from remediation.domain.backends import QUERY_SHOWN, Backend
 from remediation.errors import ClientError, PermanentError
-from remediation.evidence.redact import for_target
+from remediation.evidence.scrub import for_target
 from remediation.target import connect
 from remediation.target.inventory import Target
 from tasks.policy import READ_ONLY, SIDE_EFFECT, task

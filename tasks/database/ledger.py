@@ -14,8 +14,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any, LiteralString
 
-from prefect import task
-
 from remediation.clients.database import Database, Transaction
 from remediation.domain.reconcile import (
     Correction,
@@ -29,7 +27,7 @@ from remediation.domain.reconcile import (
 from remediation.target import connect
 from remediation.target.inventory import Target
 from tasks.database.ledger_apply import APPLICATION
-from tasks.policy import READ_ONLY
+from tasks.policy import READ_ONLY, task
 
 __all__ = ["check_ledger_vs_bucket", "compare", "plan_from", "reconcile_dry_run"]
 

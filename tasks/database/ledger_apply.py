@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterator
 from typing import LiteralString, NamedTuple
 
-from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from remediation.clients.database import Database, Transaction
@@ -38,7 +37,7 @@ from remediation.errors import BadInputError
 from remediation.target import connect
 from remediation.target.inventory import Target
 from tasks.database import ledger_sql as reconcile_ledger
-from tasks.policy import SIDE_EFFECT
+from tasks.policy import SIDE_EFFECT, task
 
 __all__ = [
     "APPLICATION",

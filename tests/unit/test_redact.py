@@ -1,14 +1,17 @@
-"""Redaction: each pattern, literal secrets, chunk boundaries, PEM across blocks, counts, planted secrets."""
+"""Redaction: each pattern, literal secrets and their JSON/base64 forms, chunk boundaries, PEM and PGP
+blocks across blocks, counts, planted secrets, every secret reference of a target."""
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import string
 
 import pytest
 
 from remediation.clients.evidence_store import sha256_file
-from remediation.evidence import redact
+from remediation.evidence import redact, scrub
 from remediation.evidence.bundle import EvidenceFile
 from remediation.evidence.redact import REDACTED, Redactor
 
@@ -149,8 +152,109 @@ def test_for_target_redacts_every_resolved_secret(monkeypatch: pytest.MonkeyPatc
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    r = redact.for_target(load_target("sandbox"))
+    r = scrub.for_target(load_target("sandbox"))
     text = " ".join(env.values()) + " alone: Db/pass99\n"
     out, _ = r.redact(text)
     for value in [*env.values(), "Db/pass99"]:
         assert value not in out
+
+
+PGP = (
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----\n"
+    "\n"
+    "lQOYBGZ0dGVzdAEIAKxvbmx5LWZvci10ZXN0cy1ub3QtYS1yZWFsLWtleQAAAAAA\n"
+    "=k3Yq\n"
+    "-----END PGP PRIVATE KEY BLOCK-----\n"
+)
+
+
+def test_pgp_private_key_block_goes_whole_even_across_tiny_blocks(tiny_blocks: None) -> None:
+    text = "gpg --export-secret-keys\n" + PGP + "done\n"
+    for size in (1, 3, 17):
+        stream = Redactor().stream()
+        out = "".join(stream.feed(text[i : i + size]) for i in range(0, len(text), size)) + stream.finish()
+        assert "lQOYBGZ0" not in out and "=k3Yq" not in out, size
+        assert out.startswith("gpg --export-secret-keys\n") and out.endswith("done\n")
+        assert stream.counts["private-key"] == 1
+    # A public key block is not a secret.
+    public = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nmQENBGZ0\n-----END PGP PUBLIC KEY BLOCK-----\n"
+    assert Redactor().redact(public) == (public, 0)
+
+
+def test_streamed_lines_remove_a_key_split_over_many_calls() -> None:
+    stream = Redactor().stream()
+    lines = ["building\n", *[line + "\n" for line in PEM.splitlines()], "built\n"]
+    out = "".join(stream.feed_lines(line) for line in lines) + stream.finish()
+    assert "b3BlbnNzaC1rZXkt" not in out and "QyNTUxOQ" not in out
+    assert out.startswith("building\n") and out.endswith("built\n") and "[REDACTED PRIVATE KEY]" in out
+
+
+SPECIAL = 'p"a\\ss/wörd-9Z'
+
+
+@pytest.mark.parametrize("shown", [
+    json.dumps({"v": SPECIAL})[7:-2],                       # JSON-escaped, ASCII only
+    json.dumps({"v": SPECIAL}, ensure_ascii=False)[7:-2],   # JSON-escaped, UTF-8 kept
+    json.dumps(SPECIAL)[1:-1].replace("/", "\\/"),          # an encoder that escapes "/"
+    json.dumps(json.dumps(SPECIAL))[1:-1],                  # JSON inside a JSON string
+])
+def test_json_escaped_forms_of_a_literal(shown: str) -> None:
+    assert shown != SPECIAL
+    out, count = Redactor([SPECIAL]).redact(f'{{"note": "x {shown} y"}}\n')
+    assert shown not in out and count == 1
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2])
+@pytest.mark.parametrize("urlsafe", [False, True])
+def test_base64_of_a_literal_inside_a_longer_string_at_each_alignment(offset: int, urlsafe: bool) -> None:
+    secret = "s3cr3t?>tok~en-value>>?"  # '?' and '>' put '+' and '/' into the standard alphabet
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    rng = random.Random(offset)
+    for _ in range(20):
+        before = bytes(rng.randrange(256) for _ in range(offset + 3 * rng.randint(0, 4)))
+        after = bytes(rng.randrange(256) for _ in range(rng.randint(0, 5)))
+        blob = encode(before + secret.encode() + after).decode()
+        out, count = Redactor([secret]).redact(f"Authorization-ish blob={blob}\n")
+        assert count >= 1
+        # What is left either side decodes to at most a few bits of the secret: no run of 6 base64
+        # characters (4+ bytes' worth) of its encoding survives at any alignment.
+        for k in range(3):
+            full = encode(bytes(k) + secret.encode()).decode()
+            for i in range(4, len(full) - 8):
+                assert full[i : i + 8] not in out
+
+
+def test_short_base64_fragments_are_not_hunted() -> None:
+    # base64 of a 4-byte secret would be 5 stable characters: too likely to occur by chance.
+    assert all(len(f) >= 4 for f in redact.literal_forms("abcd"))
+    assert not [f for f in redact.literal_forms("abcd") if f not in ("abcd",)]
+
+
+def test_for_target_covers_every_secret_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    from remediation.target.inventory import load_target
+
+    hook = "https://hooks.slack.example/services/T0AAAAAAA/B0BBBBBBB/XxYyZz0123456789abcdEFGH"
+    values = {
+        "RP_SANDBOX_STATUS_WEBHOOK": hook,
+        "RP_SANDBOX_TOTP_LEAD_BOB": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        "RP_SANDBOX_ADMIN_TOKEN": "adm1n-t0ken-value",
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    r = scrub.for_target(load_target("sandbox"))
+    path = hook.split("example", 1)[1]
+    text = f"POST {hook} failed\nPOST {path} from a proxy log\n{values['RP_SANDBOX_TOTP_LEAD_BOB']}\n"
+    out, _ = r.redact(text)
+    assert hook not in out and path not in out and "XxYyZz0123456789abcdEFGH" not in out
+    assert values["RP_SANDBOX_TOTP_LEAD_BOB"] not in out
+    # A short route is not a secret: the sandbox's webhook path stays readable in evidence.
+    assert scrub._url_parts("http://127.0.0.1:18081/hooks/status") == []
+
+
+def test_scrub_knows_what_for_target_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
+    from remediation.target.inventory import load_target
+
+    monkeypatch.setenv("RP_SANDBOX_ADMIN_TOKEN", "scrub-me-process-wide-42")
+    scrub.for_target(load_target("sandbox"))
+    assert "scrub-me-process-wide-42" not in scrub.scrub("echo scrub-me-process-wide-42")
+    assert scrub.scrub("") == ""
