@@ -176,7 +176,7 @@ def main() -> int:
     env = {**prefect_client_env(stack.home, info.prefect_api_url), **info.env()}
     os.environ.update(env)
     url = f"http://127.0.0.1:{stack.settings.alert_receiver_port}"
-    token = stack.secrets["alert_token"]
+    token = stack.secrets["generic_alert_token"]  # the generic source's own token
     nonce = secrets.token_hex(4)
 
     results, problems = [], 0

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID, uuid4
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
@@ -79,3 +82,18 @@ def answer_until_done(run_id: UUID, *, decision: str = "approve", approvers: tup
                     answered += 1
             time.sleep(0.3)
     raise TimeoutError(f"run {run_id} not final after {timeout_s:.0f} s")
+
+
+def approval_records(run_id: UUID) -> list[dict[str, str]]:
+    """Every approval record of the run (its `approval-*` artifacts, refused answers included), oldest
+    first, each table cell as a reader sees it: split on unescaped pipes, markdown escapes undone."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
+            any_=[run_id])))
+    out = []
+    for a in sorted(artifacts, key=lambda a: a.created or 0):
+        if (a.key or "").startswith("approval-"):
+            rows = [re.split(r"(?<!\\)\|", line.strip().strip("|")) for line in str(a.data).splitlines()[2:]
+                    if line.startswith("|")]
+            out.append({k.strip(): re.sub(r"\\(.)", r"\1", v.strip()) for k, v in rows})
+    return out

@@ -15,6 +15,7 @@ from tests.integration.flow_runs import (
     SRE,
     answer,
     answer_until_done,
+    approval_records,
     confirm_initiator,
     finish,
     incident,
@@ -59,22 +60,6 @@ def _contain(inc: str, approve: bool = True, **params: object) -> dict[str, obje
 def read_changes(inc: str) -> list[object]:
     """The incident's change log outcomes, as recover reads them (the target's database)."""
     return [e.outcome for e in incident_changes(load_target("sandbox"), inc) if e.outcome is not None]
-
-
-def _approval_records(run_id: object) -> list[dict[str, str]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-        )
-    records = []
-    for a in artifacts:
-        if (a.key or "").startswith("approval-"):
-            rows = [line.strip("|").split("|") for line in str(a.data).splitlines()[2:] if line.startswith("|")]
-            records.append({k.strip(): v.strip() for k, v in rows})
-    return records
 
 
 def test_each_lever_applied_then_recovered_in_reverse(stack: StackInfo, deployments: list[str],
@@ -134,7 +119,7 @@ def test_rejected_or_timed_out_changes_nothing(stack: StackInfo, deployments: li
     out = _contain(incident(), approve=False, lever="platform-freeze")
     assert out["outcome"] == "reject" and "nothing changed" in out["state"].message
     # The decision is on record for the auditor: who, what, why, which plan, when.
-    [record] = _approval_records(out["run_id"])
+    [record] = approval_records(out["run_id"])
     assert (record["decision"], record["approver"], record["reason"]) == ("reject", LEAD, "pytest drill")
     assert record["requested_by"] == ONCALL and len(record["plan_hash"]) == 64 and record["decided_at"]
     assert f"{LEAD} (ssh-signature" in record["signoffs"]

@@ -13,7 +13,6 @@ import httpx
 import pytest
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.states import AwaitingRetry
 
 from remediation.audit import export as audit
@@ -32,6 +31,7 @@ from tests.integration.flow_runs import (
     SRE,
     answer,
     answer_until_done,
+    approval_records,
     confirm_initiator,
     finish,
     incident,
@@ -57,19 +57,6 @@ def _deposit_halt(stack: StackInfo) -> str:
         row = conn.execute("SELECT value FROM global_var WHERE code = 'DEPOSIT_MAINTENANCE_STATUS'").fetchone()
     assert row is not None
     return str(row[0])
-
-
-def _records(run_id: UUID) -> list[dict[str, str]]:
-    """Every approval record of the run (its `approval-*` artifacts, refused answers included), oldest first."""
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
-            any_=[run_id])))
-    out = []
-    for a in sorted(artifacts, key=lambda a: a.created or 0):
-        if (a.key or "").startswith("approval-"):
-            rows = [line.strip("|").split("|") for line in str(a.data).splitlines()[2:] if line.startswith("|")]
-            out.append({k.strip(): v.strip() for k, v in rows})
-    return out
 
 
 def _next_pause(run_id: UUID, after: str | None) -> Any:
@@ -150,7 +137,7 @@ def test_answers_that_must_not_count_change_nothing_and_each_is_recorded(
     assert [s["verified_by"] for s in out["approval"]["signoffs"]] == ["totp", "ssh-signature"]
     assert out["initiator"]["handle"] == ONCALL and out["initiator"]["verified_by"] == "ssh-signature"
 
-    records = _records(run_id)
+    records = approval_records(run_id)
     reasons = [r["reason"] for r in records if r["decision"] == "invalid"]
     assert len(reasons) == 5, records
     assert "four eyes" in reasons[0] and "not one of sandbox's declared people" in reasons[1]

@@ -46,7 +46,7 @@ def test_alert_capture_run_is_running_within_seconds(deployments: list[str]) -> 
             "labels": {"alertname": "WalletDepositErrors", "env": "sandbox"}, "summary": "warm runner test"}
     t0 = time.time()
     resp = httpx.post(f"http://127.0.0.1:{st.settings.alert_receiver_port}/alerts/generic", json=body,
-                      headers={"Authorization": f"Bearer {st.secrets['alert_token']}"}, timeout=30)
+                      headers={"Authorization": f"Bearer {st.secrets['generic_alert_token']}"}, timeout=30)
     assert resp.status_code == 202, resp.text
     run_id = alert_capture_run(resp.json())
     with get_client(sync_client=True) as client:
