@@ -92,6 +92,7 @@ def kill_long_queries(
                          data={"outcome": "nothing-to-do", "left": len(proposal.plan.left)})
     if dry_run:
         create_markdown_artifact(key=f"kill-plan-{incident_id.lower()}",
+                                 description=f"kill-long-queries dry run: {len(chosen)} backend(s) would be stopped",
                                  markdown=proposal.summary + "\n*dry run: nothing changed*\n")
         return Completed(message=f"dry run: would cancel {len(chosen)} backend(s): {pids}",
                          data={"outcome": "dry-run", "would_stop": [b.identity for b in chosen]})

@@ -101,7 +101,8 @@ class PrefectUI:
         return text.inner_text()
 
     def fill(self, label: str, value: str, within: Locator | None = None) -> None:
-        self.field(label, within).locator("textarea, input[type=text], input:not([type])").first.fill(value)
+        self.field(label, within).locator(
+            "textarea, input[type=text], input[type=number], input:not([type])").first.fill(value)
 
     def choose(self, label: str, option: str, within: Locator | None = None) -> None:
         control = self.field(label, within).locator("button.p-select-button__control").first

@@ -17,6 +17,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from remediation.flowkit.resume import pending_step, wait_for_pause
+from sandbox import faults
 from sandbox.stack import people
 from sandbox.stack.core import Stack
 from sandbox.stack.info import StackInfo
@@ -253,3 +254,36 @@ def _paused_subflow(inc: str, step: str) -> UUID:
                 return runs[0].id
             time.sleep(0.5)
     raise TimeoutError(f"no {step} run of {inc}")
+
+
+def test_kill_long_queries_from_its_run_form_plans_the_blocker_and_stops_nothing(
+    ui: PrefectUI, stack: StackInfo, deployments: list[str], reset_platform: StackInfo, incidents: Incidents,
+) -> None:
+    """Seed 001's "kill long-running queries" as the on-call starts it: every field explained, the
+    threshold typed in, a dry run that names the session holding the lock and stops nothing."""
+    dsn = stack.platform_dsn.get_secret_value()
+    faults.wedge_on(dsn, "hang", home=stack.home)
+    try:
+        holder = faults.status(dsn)["lock_holder_backends"]
+        ui.open_deployment("kill-long-queries")
+        ui.custom_run()
+        for label in ("incident_id", "initiated_by", "threshold_s", "include", "grace_s", "evidence_profile",
+                      "dry_run", "approval_timeout_s", "lock_wait_s"):
+            assert len(ui.description(label).strip()) > 20, f"{label} has no description in the run form"
+        assert "autovacuum" in ui.description("include") and "5 minutes" in ui.description("threshold_s")
+        inc = incidents.new()
+        ui.fill("incident_id", inc)
+        ui.fill("initiated_by", ONCALL)
+        ui.fill("threshold_s", "1")
+        ui.shot("kill run form filled", full_page=True)
+        run_id = ui.submit_run()
+        ui.wait_for_state("Completed")
+        message = _run(run_id).state.message
+        assert message == f"dry run: would cancel 1 backend(s): {holder[0]}", message
+        assert f"kill-plan-{inc.lower()}" in ui.artifact_keys()
+        plan = ui.open_artifact(f"kill-plan-{inc.lower()}", showing=faults.HOLDER_APP)
+        assert str(holder[0]) in plan and "pg_cancel_backend" in plan and "dry run: nothing changed" in plan
+        ui.shot("kill dry run plan", full_page=True)
+        assert faults.status(dsn)["lock_holder_backends"] == holder, "the dry run stopped nothing"
+    finally:
+        faults.wedge_off(dsn, home=stack.home)
