@@ -79,6 +79,13 @@ def _lingering(db: Any, chosen: list[Backend]) -> dict[int, dict[str, Any]]:
     return found
 
 
+def _signalled(row: dict[str, Any] | None, done: str, what: str) -> str:
+    """No row: the backend had moved on or gone. False: PostgreSQL did not deliver the signal."""
+    if row is None:
+        return f"gone before the {what}"
+    return done if row["signalled"] else f"refused: PostgreSQL did not {what} it"
+
+
 @task(name="stop-backends", **SIDE_EFFECT)
 def stop_backends(target: Target, chosen: list[Backend], grace_s: float) -> dict[str, Any]:
     """Cancel each chosen backend's query; after `grace_s`, terminate the sessions still on it or still
@@ -91,7 +98,7 @@ def stop_backends(target: Target, chosen: list[Backend], grace_s: float) -> dict
         except PermanentError as exc:
             done[b.pid] = f"refused: {exc}"
             continue
-        done[b.pid] = "cancel sent" if row and row["signalled"] else "gone before it was signalled"
+        done[b.pid] = _signalled(row, "cancel sent", "cancel")
     deadline = time.monotonic() + grace_s
     while (left := _lingering(db, [b for b in chosen if done[b.pid] == "cancel sent"])) and time.monotonic() < deadline:
         time.sleep(0.25)
@@ -106,7 +113,7 @@ def stop_backends(target: Target, chosen: list[Backend], grace_s: float) -> dict
         except PermanentError as exc:
             done[b.pid] = f"refused: {exc}"
             continue
-        done[b.pid] = "terminated" if row and row["signalled"] else "gone before it was terminated"
+        done[b.pid] = _signalled(row, "terminated", "terminate")
     return {"by_pid": {str(pid): what for pid, what in done.items()}}
 
 
