@@ -42,6 +42,7 @@ def test_client_round_trip_through_the_api(stack: StackInfo) -> None:
         assert isinstance(runs, list)
 
 
+@pytest.mark.standalone
 def test_sqlite_fallback_serves_from_a_local_prefect_home(tmp_path: Path) -> None:
     from sandbox.stack.prefect_server import PrefectServer
     from sandbox.stack.processes import port_open
