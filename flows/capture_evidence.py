@@ -227,3 +227,13 @@ def _report_markdown(manifest: Manifest, report: dict[str, Any]) -> str:
     if report["anchor_error"]:
         lines += ["", f"**Anchor error**: {report['anchor_error']}"]
     return "\n".join(lines) + "\n"
+
+
+def evidence_first(incident_id: str, target: str, profile: str, initiated_by: str) -> tuple[str | None, State[Any]]:
+    """capture-evidence as the first step of a risky runbook: where its bundle is stored in S3 (None when it
+    is not: the runbook must not go on), and the subflow's state (its message says why)."""
+    state = capture_evidence(incident_id=incident_id, target=target, profile=profile, initiated_by=initiated_by,
+                             return_state=True)
+    report = state.result(raise_on_failure=False) if state.is_final() else None
+    stored = isinstance(report, dict) and bool(report.get("uploaded"))
+    return (str(report["s3"]) if stored and isinstance(report, dict) else None), state

@@ -4,14 +4,14 @@ the lock queue checked drained, evidence after."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
 from pydantic import Field
 
-from flows.capture_evidence import capture_evidence
+from flows.capture_evidence import evidence_first
 from remediation.domain.backends import BackendPlan, SystemKind, plan_backends, summary_markdown
 from remediation.errors import BadInputError
 from remediation.flowkit.approve import Proposal, approve_until_stable
@@ -46,13 +46,6 @@ Grace = Annotated[float, Field(ge=1, le=300, description=(
     "still blocking others (1-300)."))]
 EvidenceProfileName = Annotated[str, Field(pattern=PROFILE_NAME, description=(
     "The target's evidence profile captured before (and after) anything is stopped, e.g. `database`."))]
-
-
-def _uploaded(state: State[Any]) -> tuple[bool, str | None]:
-    report = state.result(raise_on_failure=False) if state.is_final() else None
-    if isinstance(report, dict) and report.get("uploaded"):
-        return True, str(report.get("s3"))
-    return False, None
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
@@ -102,10 +95,8 @@ def kill_long_queries(
         return Completed(message=f"not applied: {initiated_by} did not confirm starting this run; nothing changed",
                          data={"outcome": "timeout"})
     # The database as it is, in S3, before anything is stopped (seed 003: capture before mitigating).
-    before = capture_evidence(incident_id=incident_id, target=inv.name, profile=evidence_profile,
-                              initiated_by=initiated_by, return_state=True)
-    stored, evidence_before = _uploaded(before)
-    if not stored:
+    evidence_before, before = evidence_first(incident_id, inv.name, evidence_profile, initiated_by)
+    if evidence_before is None:
         return Failed(message=f"evidence before could not be stored ({before.message}); nothing was stopped",
                       data={"outcome": "no-evidence"})
     with target_lock(inv, RESOURCE, wait_s=lock_wait_s):
@@ -117,8 +108,7 @@ def kill_long_queries(
             return stop
         done = stop_backends(inv, chosen, grace_s)
         verified = check_backends_stopped(inv, chosen)
-    after = capture_evidence(incident_id=incident_id, target=inv.name, profile=evidence_profile,
-                             initiated_by=initiated_by, return_state=True)
+    evidence_after, after = evidence_first(incident_id, inv.name, evidence_profile, initiated_by)
     by_pid: dict[str, str] = done["by_pid"]
     outcome = ", ".join(f"{pid} {what}" for pid, what in by_pid.items())
     log.info("kill-long-queries on %s: %s; verified=%s", inv.name, outcome, verified["ok"])
@@ -127,10 +117,10 @@ def kill_long_queries(
         markdown=proposal.summary + "\n| pid | done |\n|---|---|\n"
         + "\n".join(f"| {pid} | {what} |" for pid, what in by_pid.items())
         + f"\n\nLock queue behind them: {verified['waiting']} waiting; evidence before {evidence_before}, "
-          f"after {_uploaded(after)[1] or 'not stored: ' + str(after.message)}\n",
+          f"after {evidence_after or 'not stored: ' + str(after.message)}\n",
     )
     result = {"outcome": "applied", "by_pid": by_pid, "verification": verified,
-              "evidence_before": evidence_before, "evidence_after": _uploaded(after)[1],
+              "evidence_before": evidence_before, "evidence_after": evidence_after,
               "initiator": initiator.model_dump(mode="json"),
               "approval": verdict.approval.model_dump(mode="json") if verdict.approval else None}
     if not verified["ok"]:

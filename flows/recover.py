@@ -1,4 +1,5 @@
-"""recover: seed 000 step 3's recovery — undo this incident's levers in reverse, then prove all-clear."""
+"""recover: seed 000 step 3's recovery — undo this incident's levers (and its block-source blocks) in
+reverse, then prove all-clear."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
 
 from flows.verify_round_trip import verify_round_trip
-from remediation.domain.levers import AppliedChange, LeverChange, apply_path, drifted, plan_recover
+from remediation.domain.levers import (
+    EDGE_BLOCK,
+    AppliedChange,
+    LeverChange,
+    LeverState,
+    apply_path,
+    current_value,
+    drifted,
+    edge_address,
+    plan_recover,
+)
 from remediation.flowkit.approve import Proposal, approve_until_stable
 from remediation.flowkit.change_log import incident_changes, log_intent, log_outcome, undoable
 from remediation.flowkit.initiator import verify_initiator
@@ -28,13 +39,27 @@ from remediation.flowkit.runbook import runbook_text
 from remediation.target.inventory import Target, load_target
 from tasks.admin_api import apply_lever_change, get_lever_state
 from tasks.database.ledger import reconcile_dry_run
+from tasks.edge import check_edge_blocks
 from tasks.wallet import check_lever_effect
 
 RUNBOOK = "recover"
 
 
+def _lifted_already(recorded: list[AppliedChange], state: LeverState) -> list[str]:
+    """This incident's edge blocks no longer in place: their expiry lifted them (or someone did)."""
+    latest = {r.change.resource: r for r in sorted(recorded, key=lambda r: r.at) if r.outcome == "applied"}
+    return sorted(edge_address(r.change) for r in latest.values()
+                  if r.change.lever == EDGE_BLOCK and current_value(r.change, state) == r.change.before)
+
+
+def _effect(inv: Target, change: LeverChange, incident_id: str) -> dict[str, Any]:
+    if change.lever == EDGE_BLOCK:
+        return check_edge_blocks(inv, [change])
+    return check_lever_effect(inv, change, incident_id)
+
+
 def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list[AppliedChange],
-             read_via: str, found: list[str]) -> str:
+             read_via: str, found: list[str], lifted: list[str]) -> str:
     lines = [f"### recover `{target}` for {incident_id}: undo in this order", ""]
     lines += [f"{i}. {c.description} — `{c.before}` → `{c.after}`\n   - path: {apply_path(c, read_via)}"
               for i, c in enumerate(undo, 1)]
@@ -44,6 +69,9 @@ def _summary(incident_id: str, target: str, undo: list[LeverChange], moved: list
     if found:
         lines += ["", "**From runs that died mid-change** (the change log's intents without an outcome):"]
         lines += [f"- {note}" for note in found]
+    if lifted:
+        lines += ["", "**Blocked sources already lifted** (their expiry, or someone, lifted them): "
+                  + ", ".join(f"`{a}`" for a in lifted)]
     lines += ["", "Then: a netted round trip on each brand's synthetic player, and ledger vs bucket clean."]
     return "\n".join(lines) + "\n"
 
@@ -66,13 +94,16 @@ def recover(
 
     def plan() -> Proposal[list[LeverChange]]:
         # The write-ahead log and every lever's live value: a change a dead run made is undone too.
-        state = get_lever_state(inv)
-        recorded, found = undoable(incident_changes(inv, incident_id), state)
+        entries = incident_changes(inv, incident_id)
+        edge = sorted({edge_address(e.change) for e in entries if e.change.lever == EDGE_BLOCK})
+        state = get_lever_state(inv, edge_addresses=edge)
+        recorded, found = undoable(entries, state)
         undo = plan_recover(recorded, state, note=f"recovered {incident_id}")
         moved = drifted(recorded, state)
+        lifted = _lifted_already(recorded, state)
         view = {"incident_id": incident_id, "target": inv.name, "undo": [c.model_dump(mode="json") for c in undo],
                 "left_alone": sorted(m.change.resource for m in moved), "found": found}
-        return Proposal(undo, view, _summary(incident_id, inv.name, undo, moved, state.read_via, found))
+        return Proposal(undo, view, _summary(incident_id, inv.name, undo, moved, state.read_via, found, lifted))
 
     proposal = plan()
     undo, left_alone = proposal.plan, proposal.view["left_alone"]
@@ -112,7 +143,7 @@ def recover(
                                     approval.approvers if approval else [])
                 done.append(apply_lever_change(inv, change, verdict.proposal.hash))
                 log_outcome(inv, incident_id, intent, done[-1])
-            effects = [check_lever_effect(inv, c, incident_id) for c in undo]
+            effects = [_effect(inv, c, incident_id) for c in undo]
     else:
         log.info("no recorded lever of %s is still in place: nothing to undo", incident_id)
 

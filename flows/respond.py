@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -15,6 +15,7 @@ from flows.contain import BrandId, contain
 from flows.postmortem import Title, postmortem
 from flows.reconcile import reconcile
 from flows.recover import recover
+from flows.restart_service import ServiceName, restart_service
 from flows.rollback import rollback
 from flows.snapshot_context import snapshot_context
 from flows.verify_round_trip import verify_round_trip
@@ -38,6 +39,10 @@ from remediation.flowkit.runbook import runbook_text
 from remediation.target.inventory import load_target
 
 RUNBOOK = "respond"
+PatternChoice = Annotated[Literal["bad-deploy", "api-down"], Field(description=(
+    "Which response: `bad-deploy` (seed 000's loop: snapshot → capture → contain → rollback → verify → reconcile → "
+    "recover); `api-down` (seed 003 \"API down\": snapshot → restart-service, which stores the service's logs "
+    "in S3 before restarting one instance at a time → verify round trip)."))]
 Impact = Annotated[str, Field(
     pattern=r"^[\w .,:;!?()#/@%+'—–-]{1,200}$",
     description="Current impact, one line, for the status updates (e.g. `deposits failing on every brand`)",
@@ -50,6 +55,7 @@ def respond(
     incident_id: IncidentId,
     initiated_by: Initiator,
     target: TargetName = "sandbox",
+    pattern: PatternChoice = "bad-deploy",
     severity: SeverityChoice = "SEV2",
     title: Title = "incident",
     impact: Impact = "under investigation",
@@ -57,6 +63,8 @@ def respond(
     brand_id: BrandId | None = None,
     bad_commit: CommitSha | None = None,
     reconcile_scope: ReconcileScope = Scope(),  # noqa: B008 - frozen pydantic model: the UI form's default
+    service: Annotated[ServiceName, Field(description="`api-down` only: the service to restart, as the target's "
+                                                      "inventory names it (the sandbox: `wallet`).")] = "wallet",
     dry_run: DryRunRisky = True,
     status_interval_s: Annotated[float, Field(ge=1, le=86400, description="SEV1/SEV2: seconds between status "
                                               "updates to the channel (1-86400; seed 000: every 30 min = 1800), "
@@ -65,8 +73,9 @@ def respond(
     approval_timeout_s: ApprovalTimeout | None = None,
 ) -> State:
     """acknowledge → snapshot → capture evidence → contain ⚠ → rollback ⚠ → verify → reconcile ⚠ →
-    recover ⚠ → postmortem. A rejected or timed-out approval ends the loop at that step; a skipped
-    one (with its reason) lets it go on."""
+    recover ⚠ → postmortem (`api-down`: acknowledge → snapshot → restart-service ⚠ → verify → postmortem).
+    A rejected or timed-out approval ends the loop at that step; a skipped one (with its reason) lets it
+    go on."""
     log = get_run_logger()
     inv = load_target(target)
     tag_current_run(incident_id, RUNBOOK, inv.name)
@@ -76,7 +85,7 @@ def respond(
         if initiator is None:
             return Completed(message=f"not started: {initiated_by} did not confirm starting this run; nothing changed",
                              data={"outcome": "timeout", "steps": [], "all_clear": False, "stopped_at": "acknowledge"})
-    loop = Loop(inv, incident_id, severity, title, impact, status_interval_s)
+    loop = Loop(inv, incident_id, severity, title, impact, status_interval_s, pattern)
     acknowledged = datetime.now(UTC)
     create_markdown_artifact(
         key=f"acknowledged-{incident_id.lower()}",
@@ -87,7 +96,13 @@ def respond(
     loop.start(initiated_by)
     common: dict[str, Any] = {"incident_id": incident_id, "target": inv.name, "initiated_by": initiated_by}
     risky: dict[str, Any] = {**common, "dry_run": dry_run, "approval_timeout_s": approval_timeout_s}
-    steps = [
+    api_down = [
+        Step("snapshot-context", lambda: snapshot_context(**common, return_state=True), risky=False),
+        # Seed 003: "Logs first … Restart only after capturing logs": restart-service stores them in S3 itself.
+        Step("restart-service", lambda: restart_service(**risky, service=service, return_state=True)),
+        Step("verify-round-trip", lambda: verify_round_trip(**common, return_state=True), risky=False),
+    ]
+    bad_deploy = [
         Step("snapshot-context", lambda: snapshot_context(**common, return_state=True), risky=False),
         Step("capture-evidence", lambda: capture_evidence(**common, return_state=True), risky=False),
         Step("contain", lambda: contain(**risky, lever=contain_lever, brand_id=brand_id, return_state=True),
@@ -102,7 +117,7 @@ def respond(
         Step("recover", lambda: recover(**risky, return_state=True)),
     ]
     try:
-        for step in steps:
+        for step in api_down if pattern == "api-down" else bad_deploy:
             if not loop.run(step):
                 break
         all_clear = loop.all_clear()
@@ -122,4 +137,4 @@ def respond(
         return Completed(message="dry run: every step shown, nothing changed", data=data)
     if not all_clear:
         return Failed(message="loop done but NOT all-clear: " + loop.why_not_clear(), data=data)
-    return Completed(message="all-clear: round trip passed and reconciliation clean", data=data)
+    return Completed(message=f"all-clear: {loop.pattern.clear_text}", data=data)

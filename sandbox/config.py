@@ -22,6 +22,10 @@ DEFAULT_HOME = Path("/tmp/rp-sandbox")  # noqa: S108 - the stack refuses a home 
 ROLES = ("super_admin", "brand_admin", "viewer")
 
 
+#: A setting the wallet cannot start without, from the deploy host's env file (`host/wallet.env`).
+WALLET_REQUIRED_SETTING = "WALLET_SETTLEMENT_CURRENCY"
+
+
 class SandboxSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SANDBOX_", extra="ignore")
 
@@ -38,7 +42,18 @@ class SandboxSettings(BaseSettings):
     gateway_port: int = 18080
     admin_port: int = 18081
     wallet_port: int = 18082
+    #: The wallet's second instance (blue/green): the gateway spreads requests over both.
+    wallet_2_port: int = 18083
     alert_receiver_port: int = 18090
+    #: The target's own Redis (seed 003's `redis-cli --bigkeys`): not Prefect's above; password, maxmemory.
+    target_redis_port: int = 16380
+    target_redis_maxmemory_mb: int = Field(default=16, ge=4)
+    #: The target's RabbitMQ, a private node: AMQP, the management API (`/api/queues`), Erlang
+    #: distribution, and its own epmd (never the machine's 4369).
+    rabbitmq_port: int = 15681
+    rabbitmq_management_port: int = 15680
+    rabbitmq_dist_port: int = 15682
+    rabbitmq_epmd_port: int = 15683
 
     #: The Prefect server's database. PostgreSQL by default (SQLite locks under concurrent flows);
     #: `sqlite` is the zero-setup fallback, kept under a project-local PREFECT_HOME.
@@ -65,9 +80,18 @@ class SandboxSettings(BaseSettings):
         return self.url(self.wallet_port)
 
     @property
+    def wallet_urls(self) -> tuple[str, ...]:
+        """Every wallet instance, in the order the gateway tries them."""
+        return self.url(self.wallet_port), self.url(self.wallet_2_port)
+
+    @property
     def admin_url(self) -> str:
         return self.url(self.admin_port)
 
     @property
     def gateway_url(self) -> str:
         return self.url(self.gateway_port)
+
+    @property
+    def rabbitmq_management_url(self) -> str:
+        return self.url(self.rabbitmq_management_port)

@@ -1,4 +1,5 @@
-"""Gateway: health of the deployed release, proxying to the wallet, and the provider ingress block.
+"""Gateway: health of the deployed release, proxying to the wallet, the provider ingress block, and the edge
+(sandbox/edge.py: access log, rate-limit hits, deny list).
 
 It runs from the deploy host's `servers_v2` checkout (SANDBOX_RELEASE_DIR): at start it
 imports that checkout's `gateway_hooks.py` and records `git rev-parse HEAD`, so a bad
@@ -9,6 +10,7 @@ broken release would. The contract is API.md.
 # No `from __future__ import annotations`: FastAPI evaluates the Annotated aliases below.
 import asyncio
 import importlib.util
+import itertools
 import logging
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from sandbox.admin import TokenAuth, database_errors, iso, run_service
 from sandbox.config import SandboxSettings
 from sandbox.db import make_pool
+from sandbox.edge import install as install_edge
 
 __all__ = ["Release", "create_app", "load_release", "main", "proxy_headers"]
 
@@ -138,7 +141,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         pool = make_pool(settings.dsn.get_secret_value(), name="sandbox-gateway", timeout_s=CHECK_TIMEOUT_S)
-        client = httpx.AsyncClient(base_url=settings.wallet_url, timeout=upstream_timeout)
+        client = httpx.AsyncClient(timeout=upstream_timeout)
         states.append(_State(pool, client))
         yield
         state = states.pop()
@@ -216,15 +219,31 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         log.info("provider ingress blocked=%s by role=%s", body.blocked, role)
         return read_ingress()
 
+    wallets = settings.wallet_urls
+    turn = itertools.count()
+
+    async def _to_a_wallet(method: str, url: httpx.URL, body: bytes, headers: list[tuple[str, str]]) -> httpx.Response:
+        """Round robin over the wallet instances; the next one only when one refuses the connection
+        (nothing was sent, so a write cannot happen twice) — as nginx's `proxy_next_upstream error`."""
+        first = next(turn)
+        for i in range(len(wallets)):
+            base = wallets[(first + i) % len(wallets)]
+            try:
+                return await states[0].client.request(method, httpx.URL(base).join(url), content=body,
+                                                      headers=headers)
+            except httpx.ConnectError:
+                if i == len(wallets) - 1:
+                    raise
+                log.info("wallet %s refused the connection; trying the next instance", base)
+        raise AssertionError("unreachable")
+
     async def forward(request: Request) -> Response:
         url = httpx.URL(path=request.url.path, query=request.url.query.encode() or None)
         headers = proxy_headers(request.headers.items())
         if request.client is not None:
             headers.append(("x-forwarded-for", request.client.host))
         try:
-            upstream = await states[0].client.request(
-                request.method, url, content=await request.body(), headers=headers
-            )
+            upstream = await _to_a_wallet(request.method, url, await request.body(), headers)
         except httpx.TimeoutException:
             log.warning("upstream timeout: %s %s", request.method, request.url.path)
             return JSONResponse({"detail": "upstream timeout"}, status_code=504)
@@ -261,7 +280,12 @@ def _ms(started: float) -> float:
 
 def main() -> None:
     settings = SandboxSettings()
-    run_service(create_app(settings), settings, settings.gateway_port)
+    app = create_app(settings)
+    # The served gateway's edge (sandbox/edge.py): access log, rate-limit hits, the deny list (a denied
+    # client gets 403 before anything else). Kept out of create_app so an app built in a test writes
+    # no line to the stack's access log and reads no deny list.
+    install_edge(app, settings.home, settings.host, TokenAuth(settings.token_roles()))
+    run_service(app, settings, settings.gateway_port)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ answer, not a hung request. The contract is API.md.
 
 # No `from __future__ import annotations`: FastAPI evaluates the endpoint annotations.
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from sandbox.admin import run_service
-from sandbox.config import SandboxSettings
+from sandbox.config import WALLET_REQUIRED_SETTING, SandboxSettings
 from sandbox.db import make_pool
 
 __all__ = ["Write", "Writer", "create_app", "main"]
@@ -300,7 +302,15 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     return app
 
 
+REQUIRED_SETTING = WALLET_REQUIRED_SETTING
+
+
 def main() -> None:
+    # Seed 002 §3.1: "Missing env var (`process.env.X!` throws on first read)" — exit at start, every start.
+    if not os.environ.get(REQUIRED_SETTING):
+        logging.basicConfig(level=logging.INFO)
+        log.critical("FATAL: required setting %s is not set (host/wallet.env); exiting", REQUIRED_SETTING)
+        sys.exit(78)  # EX_CONFIG
     settings = SandboxSettings()
     run_service(create_app(settings), settings, settings.wallet_port)
 

@@ -1,5 +1,5 @@
-"""Read-only evidence from Redis (seed 003: `redis-cli INFO` / `--bigkeys`): INFO, and a bounded
-`--bigkeys`-style SCAN with MEMORY USAGE."""
+"""Read-only evidence from Redis (seed 003: `redis-cli -u "$REDIS_URL" --bigkeys`, and INFO): INFO, and
+a bounded `--bigkeys` scan over the protocol, pipelined a SCAN batch at a time."""
 
 from __future__ import annotations
 
@@ -15,19 +15,48 @@ from tasks.policy import READ_ONLY, task
 
 __all__ = ["capture_redis"]
 
+#: How `redis-cli --bigkeys` sizes each type: the command and the unit it reports.
+SIZE_OF: dict[str, tuple[str, str]] = {
+    "string": ("STRLEN", "bytes"), "list": ("LLEN", "items"), "set": ("SCARD", "members"),
+    "zset": ("ZCARD", "members"), "hash": ("HLEN", "fields"), "stream": ("XLEN", "entries"),
+}
+
+
+def _number(reply: Any) -> int | None:
+    return reply if isinstance(reply, int) else None
+
 
 def _bigkeys(redis: Redis, cfg: RedisCollector) -> dict[str, Any]:
-    cursor, seen, sizes = "0", 0, []
+    """`--bigkeys`: per type, how many keys and the biggest (by length, as redis-cli reports it); and,
+    beyond it, the top keys by `MEMORY USAGE`. A key gone between SCAN and its size is skipped."""
+    cursor, seen, cut = "0", 0, False
+    sizes: list[dict[str, Any]] = []
+    by_type: dict[str, dict[str, Any]] = {}
     while True:
         cursor, keys = redis.call("SCAN", cursor, "COUNT", "500")
-        for key in keys:
-            seen += 1
-            usage = redis.call("MEMORY", "USAGE", key)
-            sizes.append({"key": key, "type": redis.call("TYPE", key), "bytes": usage})
+        cut = len(keys) > cfg.scan_limit - seen
+        keys = keys[: max(0, cfg.scan_limit - seen)]
+        seen += len(keys)
+        types = redis.pipeline([("TYPE", k) for k in keys])
+        commands: list[tuple[str, ...]] = []
+        for key, kind in zip(keys, types, strict=True):
+            commands.append(("MEMORY", "USAGE", key))
+            commands.append((SIZE_OF[kind][0], key) if kind in SIZE_OF else ("EXISTS", key))
+        replies = redis.pipeline(commands)
+        for i, (key, kind) in enumerate(zip(keys, types, strict=True)):
+            usage, length = _number(replies[2 * i]), _number(replies[2 * i + 1])
+            if kind == "none" or not isinstance(kind, str):
+                continue  # expired or deleted since SCAN
+            sizes.append({"key": key, "type": kind, "bytes": usage})
+            stats = by_type.setdefault(kind, {"keys": 0, "unit": SIZE_OF.get(kind, ("", "?"))[1], "biggest": None})
+            stats["keys"] += 1
+            if kind in SIZE_OF and length is not None and (
+                    stats["biggest"] is None or length > stats["biggest"]["size"]):
+                stats["biggest"] = {"key": key, "size": length}
         if cursor == "0" or seen >= cfg.scan_limit:
             break
     sizes.sort(key=lambda k: -(k["bytes"] or 0))
-    return {"keys_sampled": seen, "complete": cursor == "0", "top": sizes[: cfg.top]}
+    return {"keys_sampled": seen, "complete": cursor == "0" and not cut, "by_type": by_type, "top": sizes[: cfg.top]}
 
 
 @task(name="capture-redis", **READ_ONLY)

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import SecretStr
 
-from remediation.errors import PermanentError, RetryableError
+from remediation.errors import AuthError, PermanentError, RetryableError
 
 __all__ = ["HttpxRabbitMq", "RabbitMq"]
 
@@ -32,6 +32,9 @@ class HttpxRabbitMq:
             raise RetryableError(f"rabbitmq unreachable: {type(exc).__name__}") from None
         if resp.status_code >= 500:
             raise RetryableError(f"rabbitmq answered {resp.status_code}")
+        if resp.status_code in (401, 403):
+            raise AuthError(f"rabbitmq refused the credentials ({resp.status_code}): the user needs the "
+                            "management or monitoring tag")
         if resp.status_code != 200:
             raise PermanentError(f"rabbitmq answered {resp.status_code}")
         queues = [{k: q.get(k) for k in _KEEP} for q in resp.json()]

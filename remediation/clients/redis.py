@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from remediation.errors import AuthError, PermanentError, RetryableError
 
-__all__ = ["Redis", "RespRedis"]
+__all__ = ["Redis", "ReplyError", "RespRedis"]
+
+
+class ReplyError(PermanentError):
+    """Redis answered one command with an error (`-ERR …`, `-WRONGTYPE …`)."""
 
 
 class Redis(Protocol):
     def call(self, *args: str) -> Any: ...
+    def pipeline(self, commands: Sequence[Sequence[str]]) -> list[Any]: ...
     def close(self) -> None: ...
 
 
+def _encode(args: Sequence[str]) -> bytes:
+    return f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+    )
+
+
 class RespRedis:
-    """The smallest Redis client that evidence needs: send a command, read one reply (RESP2)."""
+    """The smallest Redis client that evidence needs: send commands, read their replies (RESP2)."""
 
     def __init__(self, address: str, port: int, timeout_s: float) -> None:
         try:
@@ -26,14 +38,29 @@ class RespRedis:
         self._file = self._sock.makefile("rb")
 
     def call(self, *args: str) -> Any:
-        payload = f"*{len(args)}\r\n".encode() + b"".join(
-            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
-        )
+        """One command; an error reply raises (`AuthError` for NOAUTH / WRONGPASS)."""
+        reply = self.pipeline([args])[0]
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    def pipeline(self, commands: Sequence[Sequence[str]]) -> list[Any]:
+        """Many commands in one write, their replies in order: one round trip for a batch of keys.
+
+        A command Redis refuses comes back as a `ReplyError` in its place (a key that changed type
+        between two commands must not lose the batch); an authentication refusal raises at once.
+        """
+        if not commands:
+            return []
         try:
-            self._sock.sendall(payload)
-            return self._reply()
+            self._sock.sendall(b"".join(_encode(c) for c in commands))
+            replies = [self._reply() for _ in commands]
         except (OSError, TimeoutError) as exc:
-            raise RetryableError(f"redis: {args[0]} failed: {type(exc).__name__}") from None
+            raise RetryableError(f"redis: {commands[0][0]} failed: {type(exc).__name__}") from None
+        for reply in replies:
+            if isinstance(reply, AuthError):
+                raise reply
+        return replies
 
     def _reply(self) -> Any:
         line = self._file.readline().rstrip(b"\r\n")
@@ -44,7 +71,7 @@ class RespRedis:
             return rest.decode()
         if kind == b"-":
             message = rest.decode(errors="replace")
-            raise (AuthError if message.startswith(("NOAUTH", "WRONGPASS")) else PermanentError)(f"redis: {message}")
+            return (AuthError if message.startswith(("NOAUTH", "WRONGPASS")) else ReplyError)(f"redis: {message}")
         if kind == b":":
             return int(rest)
         if kind == b"$":

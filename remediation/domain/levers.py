@@ -1,9 +1,11 @@
 """Seed 000 step 3: the containment levers, as pure planning logic.
 
 A plan is a list of `LeverChange`s computed from the lever asked for and the
-state just read. Applying, verifying and recording live in tasks and flows; this
-module only decides *what* would change, so a dry run and a real run share it and
-the approval can be bound to its hash.
+state just read. Besides contain's four levers, the change log knows one more kind of change:
+`edge-block`, a source address denied at the target's edge by `block-source` (seed 002 §3.7),
+one change per address, so `recover` lifts each one like any lever. Applying, verifying and
+recording live in tasks and flows; this module only decides *what* would change, so a dry run
+and a real run share it and the approval can be bound to its hash.
 """
 
 from __future__ import annotations
@@ -15,16 +17,21 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "BRAND_FLAGS",
+    "EDGE_BLOCK",
     "LEVERS",
     "LEVER_HELP",
     "AppliedChange",
     "BrandFlag",
+    "ChangeKind",
     "Lever",
     "LeverChange",
     "LeverState",
     "apply_path",
     "current_value",
     "drifted",
+    "edge_address",
+    "edge_block_change",
+    "edge_resource",
     "expected_blocked",
     "needs_approval",
     "plan_contain",
@@ -34,6 +41,10 @@ __all__ = [
 
 Lever = Literal["platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block"]
 LEVERS: tuple[Lever, ...] = ("platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block")
+#: Every kind of change the change log records: contain's levers (the run form's choices) and a
+#: block-source block. `recover` undoes any of them.
+ChangeKind = Literal["platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block", "edge-block"]
+EDGE_BLOCK: ChangeKind = "edge-block"
 BrandFlag = Literal["deposit_enabled", "withdraw_enabled"]
 BRAND_FLAGS: tuple[BrandFlag, ...] = ("deposit_enabled", "withdraw_enabled")
 #: What each lever does, in seed 000 step 3's words: the run form and the runbook show it.
@@ -67,6 +78,11 @@ class LeverState(BaseModel):
     read_via: str = "admin-api"
     payment_policy: dict[str, dict[str, Any]] | None  # brand -> payment_policy value
     provider_ingress: dict[str, Any] | None  # {"blocked": bool, "reason": str}
+    #: The edge's blocked sources: address -> {"expires_at": iso or None, "reason": str}.
+    edge_blocks: dict[str, dict[str, Any]] | None = {}
+    #: The addresses whose block state was read (an edge read one address at a time, a host firewall);
+    #: None: the whole list was read (the gateway's deny list), so an address not in it is not blocked.
+    edge_read: list[str] | None = None
     unreadable: dict[str, str] = {}
 
     def need(self, part: str) -> Any:
@@ -81,12 +97,13 @@ class LeverChange(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    lever: Lever
+    lever: ChangeKind
     resource: str
     description: str
     before: dict[str, Any]
     after: dict[str, Any]
-    #: Sent with the change but not part of the state compared (the freeze message, the block reason).
+    #: Sent with the change but not part of the state compared (the freeze message, the block reason;
+    #: for an edge block its `address` and `expiry_s`).
     extra: dict[str, str] = {}
     #: True for recover's reversal of a recorded change.
     undo: bool = False
@@ -116,6 +133,24 @@ def resource_for(lever: Lever, brand_id: str | None = None) -> str:
     if lever == "brand-disable":
         return f"brand-{brand_id}-payment-policy"
     return "gateway-provider-ingress"
+
+
+def edge_resource(address: str) -> str:
+    """The lock and change-log resource of one blocked address (`/` is not allowed in a lock name)."""
+    return "edge-" + address.replace("/", "_")
+
+
+def edge_address(change: LeverChange) -> str:
+    return change.extra["address"]
+
+
+def edge_block_change(address: str, *, expiry_s: float, reason: str, edge: str) -> LeverChange:
+    """Deny one source address (or network) at the target's edge, lifting itself after `expiry_s`."""
+    return LeverChange(
+        lever=EDGE_BLOCK, resource=edge_resource(address), before={"blocked": False}, after={"blocked": True},
+        extra={"address": address, "expiry_s": f"{expiry_s:g}", "reason": reason},
+        description=f"deny source {address} at {edge} for {expiry_s:g} s",
+    )
 
 
 def plan_contain(
@@ -177,7 +212,8 @@ def plan_recover(recorded: list[AppliedChange], state: LeverState, *, note: str)
         seen.add(change.resource)
         current = current_value(change, state)
         if current == change.after:
-            extra = {k: note if k == "reason" else "" for k in change.extra}
+            # What names the thing (an edge block's address) stays; what said why and how long goes.
+            extra = {k: note if k == "reason" else (v if k == "address" else "") for k, v in change.extra.items()}
             undo.append(change.model_copy(update={
                 "before": change.after, "after": change.before, "extra": extra, "undo": True,
                 "description": f"undo: {change.description}",
@@ -228,6 +264,10 @@ def apply_path(change: LeverChange, read_via: str) -> str:
     if change.lever == "provider-ingress-block":
         return ("gateway `PUT /api/v1/ingress/provider`; if the gateway is down at apply, the run fails "
                 "and nothing changes.")
+    if change.lever == EDGE_BLOCK:
+        verb = "lifted" if change.undo else "added"
+        return (f"{change.description.removeprefix('undo: ')}: the entry for `{edge_address(change)}` {verb} at "
+                "the target's edge; if the edge cannot be reached at apply, the run fails and nothing changes.")
     if change.lever == "platform-freeze":
         call = "`PUT /api/v1/maintenance`"
     else:
@@ -256,6 +296,12 @@ def current_value(change: LeverChange, state: LeverState) -> dict[str, Any]:
         brand = change.resource.removeprefix("brand-").removesuffix("-payment-policy")
         policy = state.need("payment_policy").get(brand, {})
         return {f: _flag(policy.get(f, True)) for f in change.after}
+    if change.lever == EDGE_BLOCK:
+        address = edge_address(change)
+        blocks = state.need("edge_blocks")
+        if state.edge_read is not None and address not in state.edge_read:
+            raise LookupError(f"edge block of {address} was not read")
+        return {"blocked": address in blocks}
     return {"blocked": bool(state.need("provider_ingress").get("blocked"))}
 
 

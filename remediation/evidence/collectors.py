@@ -186,14 +186,15 @@ def plan_collectors(target: Target, profile: EvidenceProfile) -> list[CollectorS
     for kind, cfg_r in (("redis-info", p.redis), ("redis-bigkeys", p.redis)):
         specs.append(CollectorSpec(
             name=kind, kind=kind, file=f"{kind}.txt" if cfg_r else None, configured=cfg_r is not None,
-            what=(f"redis {cfg_r.address}:{cfg_r.port} " + ("INFO" if kind == "redis-info" else
-                  f"SCAN (up to {cfg_r.scan_limit} keys) + MEMORY USAGE")) if cfg_r else "not configured",
+            what=(f"redis {cfg_r.address}:{cfg_r.port} " + ("INFO everything" if kind == "redis-info" else
+                  f"--bigkeys: SCAN (up to {cfg_r.scan_limit} keys), TYPE, length, MEMORY USAGE"))
+            if cfg_r else "not configured",
             timeout_s=cfg_r.timeout_s if cfg_r else 1.0))
     rmq = p.rabbitmq
     specs.append(CollectorSpec(
         name="rabbitmq-queues", kind="rabbitmq", file="rabbitmq-queues.json" if rmq else None,
         configured=rmq is not None, timeout_s=rmq.timeout_s if rmq else 1.0,
-        what=f"GET {str(rmq.url).rstrip('/')}/api/queues" if rmq else "not configured"))
+        what=f"GET {str(rmq.url).rstrip('/')}/api/queues as {rmq.user}" if rmq else "not configured"))
     if p.disk.enabled:
         for host in p.disk.hosts or [target.git.deploy_host]:
             _host_name(target, host, "disk")

@@ -22,7 +22,7 @@ from remediation.domain.status import initial_text, resolved_text, update_text
 from remediation.target.connect import status_channel
 from remediation.target.inventory import Target
 
-__all__ = ["Loop", "PeriodicUpdates", "Step"]
+__all__ = ["PATTERNS", "Loop", "Pattern", "PeriodicUpdates", "Step"]
 
 _STATUS_AFTER = {"contain": "Identified", "rollback": "Monitoring", "reconcile": "Monitoring", "recover": "Monitoring"}
 _RISKY_ORDER = ("contain", "rollback", "reconcile", "recover")
@@ -72,9 +72,46 @@ def _data(state: State) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """Which risky steps a response loop has, and when it is all-clear."""
+
+    risky: tuple[str, ...]
+    clear: Callable[[dict[str, dict[str, Any]]], bool]
+    #: Said when it is: what was proven.
+    clear_text: str
+    #: The steps whose messages say why it is not.
+    deciding: tuple[str, ...]
+
+
+def _seed000_clear(results: dict[str, dict[str, Any]]) -> bool:
+    round_trip = results.get("recover", {}).get("round_trip")
+    reconciled = results.get("reconcile", {})
+    return (isinstance(round_trip, dict) and bool(round_trip.get("ok"))
+            and reconciled.get("state") == "COMPLETED" and reconciled.get("outcome") in ("clean", "applied"))
+
+
+def _restarted_and_verified(results: dict[str, dict[str, Any]]) -> bool:
+    restarted, verified = results.get("restart-service", {}), results.get("verify-round-trip", {})
+    return (restarted.get("state") == "COMPLETED" and restarted.get("outcome") == "applied"
+            and verified.get("state") == "COMPLETED" and bool(verified.get("ok")))
+
+
+PATTERNS = {
+    # Seed 000: contain, roll back, reconcile, recover; all-clear on recover's round trip and clean books.
+    "bad-deploy": Pattern(_RISKY_ORDER, _seed000_clear, "round trip passed and reconciliation clean",
+                          ("recover", "reconcile")),
+    # Seed 003 "API down": logs first, restart one instance at a time, then a real round trip.
+    "api-down": Pattern(("restart-service",), _restarted_and_verified,
+                        "instances restarted one at a time and a round trip passed",
+                        ("restart-service", "verify-round-trip")),
+}
+
+
 class Loop:
     def __init__(self, target: Target, incident_id: str, severity: str, title: str, impact: str,
-                 interval_s: float) -> None:
+                 interval_s: float, pattern: str = "bad-deploy") -> None:
+        self.pattern = PATTERNS[pattern]
         self.target, self.incident_id, self.severity = target, incident_id, severity
         self.title, self.impact, self.interval_s = title, impact, interval_s
         self.rows: list[dict[str, Any]] = []
@@ -102,7 +139,7 @@ class Loop:
         return "; ".join(f"{r['step']}: {r['outcome']}" for r in self.rows) or "acknowledged"
 
     def _update(self) -> str:
-        remaining = [s for s in _RISKY_ORDER if s not in self.results]
+        remaining = [s for s in self.pattern.risky if s not in self.results]
         return update_text(self.severity, self.service, self.incident_id, self.status, self.impact,
                            self._progress(), ", ".join(remaining) or "postmortem", self._every_min)
 
@@ -150,11 +187,7 @@ class Loop:
         return go_on
 
     def all_clear(self) -> bool:
-        recovered = self.results.get("recover", {})
-        reconciled = self.results.get("reconcile", {})
-        round_trip = recovered.get("round_trip")
-        return (self.stopped_at is None and isinstance(round_trip, dict) and bool(round_trip.get("ok"))
-                and reconciled.get("state") == "COMPLETED" and reconciled.get("outcome") in ("clean", "applied"))
+        return self.stopped_at is None and self.pattern.clear(self.results)
 
     def outcome(self, dry_run: bool) -> str:
         """One line on how the loop ended, for the postmortem (which runs before this run is final)."""
@@ -167,12 +200,11 @@ class Loop:
         if dry_run:
             return "dry run: every step shown, nothing changed"
         if self.all_clear():
-            return "all-clear: round trip passed and reconciliation clean; " + self._progress()[:400]
+            return f"all-clear: {self.pattern.clear_text}; " + self._progress()[:400]
         return ("loop done but NOT all-clear: " + self.why_not_clear())[:600]
 
     def why_not_clear(self) -> str:
-        recovered, reconciled = self.results.get("recover", {}), self.results.get("reconcile", {})
-        return f"recover: {recovered.get('message')}; reconcile: {reconciled.get('message')}"
+        return "; ".join(f"{step}: {self.results.get(step, {}).get('message')}" for step in self.pattern.deciding)
 
     def finish(self) -> None:
         if self._periodic is not None:

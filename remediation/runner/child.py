@@ -85,5 +85,7 @@ def child_main(entrypoints: Sequence[str], preload: Sequence[str], warm_calls: S
         except Exception:
             run_logger.error("could not load the flow from %s", entrypoint, exc_info=True)
             raise
-        run_flow(flow, flow_run=flow_run, error_logger=run_logger)  # type: ignore[arg-type]
+        # The final state, not its result: a runbook's Failed state carries a dict for the record, and asking
+        # for the result of a Failed state raises (TypeError for a dict) after the run is already final.
+        run_flow(flow, flow_run=flow_run, error_logger=run_logger, return_type="state")  # type: ignore[arg-type]
     return 0

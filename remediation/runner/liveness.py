@@ -1,9 +1,9 @@
 """How a run whose host died is noticed: heartbeats, a Prefect automation, and its task runs closed.
 
-Each replica emits `prefect.flow-run.heartbeat` for every run its children execute, paused ones
-included (a paused runbook waits in its child). If a replica dies with the machine, nothing of it is
-left to say so; the automation below, installed by every replica (idempotent, by name), marks a run
-`Crashed` when its heartbeats stop for `SILENCE_S` — Prefect's own proactive trigger, evaluated by
+Each replica emits `prefect.flow-run.heartbeat` for every run its children execute and their unfinished
+subflows, paused ones included (a paused runbook waits in its child). If a replica dies with the
+machine, nothing of it is left to say so; the automation below, installed by every replica (idempotent,
+by name), marks a run `Crashed` when its heartbeats stop for `SILENCE_S` — Prefect's own proactive trigger, evaluated by
 the server's services, not by us. Prefect looks at a proactive trigger again at the end of the window
 it last saw, so a silence is acted on one to two windows (45–90 s) after it began. A `Crashed` run's
 task runs would stay `Running` in the UI forever; the replicas close them on the run's Crashed event,
@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 __all__ = ["AUTOMATION_NAME", "HEARTBEAT", "HEARTBEAT_S", "SILENCE_S", "close_task_runs", "ensure_automation",
-           "heartbeat"]
+           "heartbeat", "with_subflows"]
 
 log = logging.getLogger("remediation.runner")
 
@@ -42,6 +42,30 @@ async def heartbeat(client: Any, flow_run_ids: list[UUID], pool_id: UUID | None)
               for i in flow_run_ids]
     response = await client._client.post("/events", json=[e.model_dump(mode="json") for e in events])
     response.raise_for_status()
+
+
+async def with_subflows(client: Any, flow_run_ids: list[UUID], depth: int = 3) -> list[UUID]:
+    """The runs and their unfinished subflows (respond → restart-service → …): a subflow runs in its parent's
+    child, and one paused for an approval must be heartbeated too, or the automation would crash it."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    found, level = list(flow_run_ids), list(flow_run_ids)
+    final = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
+    for _ in range(depth):
+        if not level:
+            break
+        children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=level),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=final))))
+        level = [run.id for run in children if run.id not in found]
+        found += level
+    return found
 
 
 async def ensure_automation(client: Any) -> None:

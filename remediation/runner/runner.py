@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -131,7 +132,8 @@ class WarmRunner:
             return False  # at the limit: stays Scheduled for the next poll (or another replica)
         await self.slots.acquire()
         try:
-            if not await self.claim(flow_run_id):
+            claimed_at = await self.claim(flow_run_id)
+            if claimed_at is None:
                 self.slots.release()
                 return False
         except BaseException:
@@ -146,7 +148,7 @@ class WarmRunner:
         await child.start(flow_run_id, entrypoint)
         log.info("run %s (%s): claimed, started in warm child %s", flow_run_id, run.name, child.proc.pid)
         self.write_status()
-        self._background(self._supervise(flow_run_id, child))
+        self._background(self._supervise(flow_run_id, child, claimed_at))
         return True
 
     async def _read_new_run(self, flow_run_id: UUID, patience_s: float = 3.0) -> Any:
@@ -166,26 +168,41 @@ class WarmRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.25)
 
-    async def claim(self, flow_run_id: UUID) -> bool:
-        """Propose Pending; only an accepted proposal owns the run (the server arbitrates replicas)."""
+    async def claim(self, flow_run_id: UUID) -> datetime | None:
+        """Propose Pending; only an accepted proposal owns the run (the server arbitrates replicas).
+        Returns when the server accepted it, None when it did not."""
         from prefect.client.schemas.responses import SetStateStatus
         from prefect.states import Pending
+        from prefect.types._datetime import now
 
         result = await self.client.set_flow_run_state(flow_run_id, Pending(), force=False)
         if result.status != SetStateStatus.ACCEPT:
             log.debug("run %s: Pending refused (%s), not ours", flow_run_id, result.status)
-            return False
-        return True
+            return None
+        return result.state.timestamp if result.state is not None else now("UTC")
 
-    async def _supervise(self, flow_run_id: UUID, child: WarmChild) -> None:
+    async def _rescheduled_since(self, flow_run_id: UUID, claimed_at: datetime) -> bool:
+        from prefect.client.schemas.objects import StateType
+
+        states = await self.client.read_flow_run_states(flow_run_id)
+        return any(s.type == StateType.SCHEDULED and s.timestamp > claimed_at for s in states)
+
+    async def _supervise(self, flow_run_id: UUID, child: WarmChild, claimed_at: datetime) -> None:
         from prefect.states import Crashed
 
         try:
             code = await child.wait()
             run = await self.client.read_flow_run(flow_run_id)
+            # The child's attempt ended and someone retried the run (Retry in the UI: AwaitingRetry, a Scheduled
+            # state) before this child was gone: that attempt — waiting, or running on another replica — is
+            # not this child's to crash.
+            if run.state is not None and not run.state.is_final() and await self._rescheduled_since(
+                    flow_run_id, claimed_at):
+                log.info("run %s: child exited %s; a later attempt owns the run (%s)", flow_run_id, code,
+                         run.state.name)
             # Paused too: runbooks pause in-process (reschedule=False), so a child gone while its run is
             # paused is a crash — left Paused, it would wait for an answer nobody can ever load.
-            if run.state is not None and not run.state.is_final():
+            elif run.state is not None and not run.state.is_final():
                 if run.state.is_cancelling():
                     await self._cancelled(flow_run_id)
                 else:
@@ -199,6 +216,8 @@ class WarmRunner:
         except Exception as exc:
             log.error("run %s: supervising failed: %s", flow_run_id, exc)
         finally:
+            # A Retry of this run later is a new attempt this replica may claim like any other.
+            self.claimed.discard(flow_run_id)
             self.running.pop(flow_run_id, None)
             self.slots.release()
             self.pool.refill()
@@ -265,7 +284,8 @@ class WarmRunner:
         """Heartbeat this replica's runs (`liveness`): a run whose host dies is Crashed by the server."""
         while not self.stopping.is_set():
             try:
-                await liveness.heartbeat(self.client, list(self.running), self.pool_id)
+                runs = await liveness.with_subflows(self.client, list(self.running)) if self.running else []
+                await liveness.heartbeat(self.client, runs, self.pool_id)
             except Exception as exc:  # the server restarting: the automation's window covers a gap
                 log.warning("heartbeat of %d run(s) failed: %s", len(self.running), exc)
             with contextlib.suppress(TimeoutError):

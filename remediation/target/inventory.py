@@ -16,8 +16,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, Vali
 
 from remediation.domain.reconcile import SourceOfTruth
 from remediation.errors import InventoryError
+from remediation.target.edge import EdgeConfig
 from remediation.target.evidence_profile import PROFILE_NAME, EvidenceProfile
 from remediation.target.secrets import SecretRef
+from remediation.target.services import SERVICE, ServiceSpec
 
 __all__ = [
     "TARGETS_DIR",
@@ -222,6 +224,10 @@ class Target(_Strict):
     audit: AuditConfig | None = None
     #: The people who may start risky runs and approve their steps, by handle.
     people: dict[str, Person] = {}
+    #: Services restart-service may restart, by name: their instances, commands and health checks.
+    services: dict[str, ServiceSpec] = {}
+    #: Where block-source blocks abusive sources, the access log it reads, the offender rule (target/edge.py).
+    edge: EdgeConfig | None = None
     #: What capture-evidence collects, by profile name; `default` always exists.
     evidence_profiles: Annotated[dict[str, EvidenceProfile], AfterValidator(_profiles)] = Field(
         default_factory=lambda: {"default": EvidenceProfile()}
@@ -244,6 +250,11 @@ class Target(_Strict):
             raise ValueError(f"synthetic_players names brands not in brands: {unknown}")
         if self.git.deploy_host not in self.hosts:
             raise ValueError(f"git.deploy_host {self.git.deploy_host!r} is not one of hosts {sorted(self.hosts)}")
+        for name, spec in self.services.items():
+            if not re.fullmatch(SERVICE, name):
+                raise ValueError(f"service names must match {SERVICE}: {name!r}")
+            if spec.host not in self.hosts:
+                raise ValueError(f"services.{name}.host {spec.host!r} is not one of hosts {sorted(self.hosts)}")
 
     @property
     def deploy_host(self) -> HostConfig:

@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 
-from sandbox.stack import people
+from sandbox.stack import people, service_control
 from sandbox.stack.core import Stack
 from sandbox.stack.prefect_server import prefect_client_env
 
@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help="print shell exports for the sandbox target and the local Prefect API")
     sub.add_parser("restart-gateway", help="the deploy host's rebuild: restart the gateway from its checkout")
     fault = sub.add_parser("fault", help="process and release faults (DB faults: python -m sandbox.faults)")
-    fault.add_argument("name", choices=["admin-down", "admin-slow-write", "bad-deploy"])
+    fault.add_argument("name", choices=["admin-down", "admin-slow-write", "bad-deploy", "wallet-crashloop",
+                                        "wallet-hung", "redis-maxmemory"],
+                       help="wallet-crashloop / wallet-hung act on the wallet's second instance, wallet-2; "
+                            "redis-maxmemory fills the target's Redis until writes get OOM (noeviction)")
     fault.add_argument("state", choices=["on", "off"])
     totp = sub.add_parser("totp", help="a sandbox person's current 6-digit code (their authenticator app)")
     totp.add_argument("handle", choices=sorted(people.PEOPLE))
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             stack.admin_down(args.state == "on")
         elif args.name == "admin-slow-write":
             stack.admin_slow_write(args.state == "on")
+        elif args.name == "redis-maxmemory":
+            print(json.dumps(stack.redis_maxmemory(args.state == "on")))
+        elif args.name in ("wallet-crashloop", "wallet-hung"):
+            act = service_control.crashloop if args.name == "wallet-crashloop" else service_control.hang
+            print(act(stack, "wallet-2", args.state == "on"))
         elif args.state == "on":
             print(stack.bad_deploy())
         else:

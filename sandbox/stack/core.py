@@ -21,6 +21,8 @@ from sandbox.stack.info import StackInfo
 from sandbox.stack.postgres import PostgresCluster
 from sandbox.stack.prefect_server import PrefectServer, prefect_client_env
 from sandbox.stack.processes import is_running, port_open, stop
+from sandbox.stack.rabbitmq import MONITOR_USER, RabbitMqServer
+from sandbox.stack.redis import RedisServer, fill_to_maxmemory, seed_target, unfill
 from sandbox.stack.runners import FAST_POOL, WORK_POOL, AlertReceiver, WarmRunnerProcess
 from sandbox.stack.s3 import MotoS3
 from sandbox.stack.services import SERVICES, ServiceRunner
@@ -48,6 +50,14 @@ class Stack:
         self.sshd = SshServer(self.home, s.sshd_port)
         self.s3 = MotoS3(self.home, s.s3_port, S3_REGION)
         self.host = DeployHost(self.home)
+        #: The target's own Redis and RabbitMQ (seed 003's evidence sources), not Prefect's Redis.
+        self.target_redis = RedisServer(self.home, s.target_redis_port, name="target-redis",
+                                        password=self.secrets["target_redis_password"],
+                                        maxmemory_mb=s.target_redis_maxmemory_mb, persistent=False)
+        self.rabbitmq = RabbitMqServer(self.home, port=s.rabbitmq_port, management_port=s.rabbitmq_management_port,
+                                       dist_port=s.rabbitmq_dist_port, epmd_port=s.rabbitmq_epmd_port,
+                                       admin_password=self.secrets["rabbitmq_admin_password"],
+                                       monitor_password=self.secrets["rabbitmq_monitor_password"])
         if s.prefect_db == "postgresql":
             prefect_db: str | None = (
                 f"postgresql+asyncpg://prefect:{self.secrets['pg_prefect']}@127.0.0.1:{s.pg_port}/prefect"
@@ -105,6 +115,9 @@ class Stack:
     def up(self, *, with_prefect: bool = True, with_worker: bool = True, log: Log = print) -> StackInfo:
         log(f"stack home: {self.home}")
         self.home.mkdir(parents=True, exist_ok=True)
+        # Erlang boots for 10-15 s: RabbitMQ starts first, in the background, and is waited for last.
+        if self.rabbitmq.start():
+            log("rabbitmq: starting (in the background)")
         log("postgresql: starting")
         self.pg.start()
         platform_dsn = self.pg.ensure_database("wallet", "wallet_app", self.secrets["pg_wallet"])
@@ -124,6 +137,10 @@ class Stack:
         self.s3.ensure_bucket(S3_BUCKET, self.secrets["s3_access_key"], self.secrets["s3_secret_key"])
         self.s3.ensure_bucket(RESULTS_BUCKET, self.secrets["s3_access_key"], self.secrets["s3_secret_key"],
                               object_lock=False)
+        if self.target_redis.start():
+            with self.target_redis.client() as client:
+                seed_target(client)
+            log(f"target redis: started on :{self.settings.target_redis_port}, seeded")
         log("deploy host: preparing servers_v2")
         self.host.create()
         people.ensure_keys(self.home)
@@ -148,6 +165,8 @@ class Stack:
                 log(f"warm runner: started on pool '{FAST_POOL}'")
                 self.receiver.start({**info.env(), **self.receiver_env()})
                 log(f"alert receiver: http://127.0.0.1:{self.settings.alert_receiver_port}")
+        seeded = self.rabbitmq.wait()
+        log(f"rabbitmq: ready at {self.rabbitmq.management_url}" + (", queues seeded" if seeded else ""))
         return info
 
     def ensure_work_pool(self) -> None:
@@ -191,6 +210,7 @@ class Stack:
 
     def down(self, log: Log = print) -> None:
         run = self.home / "run"
+        self.rabbitmq.begin_stop()  # its orderly shutdown takes seconds: it runs while the rest stop
         if self.receiver.stop():
             log("alert receiver: stopped")
         for replica in self.runners:
@@ -203,6 +223,10 @@ class Stack:
                 log(f"sandbox {name}: stopped")
         if self.prefect.stop():
             log("prefect server: stopped")
+        if self.target_redis.stop():
+            log("target redis: stopped")
+        if self.rabbitmq.stop():
+            log("rabbitmq: stopped (node and its epmd)")
         # Anything else that left a pid file (fault holders, a second worker) goes too.
         for pid_file in sorted(run.glob("*.pid")) if run.exists() else []:
             if pid_file.name == "sshd.pid":
@@ -216,7 +240,9 @@ class Stack:
         left = [name for name, up in self.status().items() if up]
         s = self.settings
         ports = (s.pg_port, s.sshd_port, s.s3_port, s.prefect_port, *s.prefect_api_ports, s.redis_port,
-                 s.gateway_port, s.admin_port, s.wallet_port, s.alert_receiver_port)
+                 s.gateway_port, s.admin_port, s.wallet_port, s.wallet_2_port, s.alert_receiver_port,
+                 s.target_redis_port, s.rabbitmq_port, s.rabbitmq_management_port, s.rabbitmq_dist_port,
+                 s.rabbitmq_epmd_port)
         left += [f"port {p}" for p in ports if port_open(s.host, p)]
         if left:
             raise RuntimeError(f"still running after down: {', '.join(left)}")
@@ -227,6 +253,8 @@ class Stack:
             "postgresql": self.pg.running(),
             "sshd": self.sshd.running(),
             "s3": self.s3.running(),
+            "target-redis": self.target_redis.running(),
+            "rabbitmq": self.rabbitmq.running(),
             **{f"sandbox-{n}": is_running(run / f"{n}.pid") for n in SERVICES},
             "prefect-server": self.prefect.running(),
             **self.prefect.status(),
@@ -253,6 +281,11 @@ class Stack:
             prefect_api_url=self.prefect.api_url,
             totp_secrets={h: SecretStr(self.secrets[f"totp_{h}"]) for h in people.PEOPLE},
             audit_signing_key=SecretStr(self.secrets["audit_signing_key"]),
+            target_redis_url=self.target_redis.url,
+            target_redis_password=SecretStr(self.secrets["target_redis_password"]),
+            rabbitmq_url=self.rabbitmq.management_url, rabbitmq_user=MONITOR_USER,
+            rabbitmq_password=SecretStr(self.secrets["rabbitmq_monitor_password"]),
+            rabbitmq_admin_password=SecretStr(self.secrets["rabbitmq_admin_password"]),
         )
 
     # --- process and release faults --------------------------------------------------------
@@ -275,6 +308,14 @@ class Stack:
         else:
             path.unlink(missing_ok=True)
 
+    def redis_maxmemory(self, on: bool) -> dict[str, object]:
+        """The target Redis at maxmemory under `noeviction` (writes refused with OOM), or back to normal."""
+        client = self.target_redis.client()
+        try:
+            return fill_to_maxmemory(client) if on else unfill(client)
+        finally:
+            client.close()
+
     def bad_deploy(self) -> str:
         """Push a bad commit and deploy it the way the host's pipeline does: pull, rebuild."""
         sha = self.host.push_commit(
@@ -294,6 +335,9 @@ def _later_secrets() -> dict[str, str]:
     return {"alert_token": secrets.token_urlsafe(24), "sentry_client_secret": secrets.token_urlsafe(24),
             "grafana_alert_token": secrets.token_urlsafe(24), "generic_alert_token": secrets.token_urlsafe(24),
             "audit_signing_key": secrets.token_hex(32),
+            "target_redis_password": secrets.token_urlsafe(24),
+            "rabbitmq_admin_password": secrets.token_urlsafe(24),
+            "rabbitmq_monitor_password": secrets.token_urlsafe(24),
             **people.make_totp_secrets()}
 
 

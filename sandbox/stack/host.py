@@ -10,6 +10,8 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sandbox.config import WALLET_REQUIRED_SETTING
+
 __all__ = ["DeployHost"]
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "release_template"
@@ -39,12 +41,17 @@ class DeployHost:
         self.root = home / "host"
         self.checkout = self.root / "servers_v2"
         self.rebuild_script = self.root / "bin" / "sandbox-rebuild"
+        #: The host's service manager for restart-service (compose/systemd/kubectl on a real host).
+        self.service_script = self.root / "bin" / "sandbox-service"
+        #: The wallet's env file (compose `env_file`): the crashloop fault takes a setting out of it.
+        self.wallet_env = self.root / "wallet.env"
 
     def exists(self) -> bool:
         return (self.remote / "HEAD").exists() and (self.checkout / ".git").exists()
 
     def create(self, *, force: bool = False) -> None:
         """A bare origin with a few days of history, and the host's clone of it."""
+        self._write_wallet_env()
         if self.exists() and not force:
             self._write_rebuild_script()
             return
@@ -79,6 +86,48 @@ class DeployHost:
             f"exec {sys.executable} -m sandbox.stack restart-gateway\n"
         )
         self.rebuild_script.chmod(0o755)
+        # `status` is asked every 2 s while a restarted instance comes up: plain sh, no interpreter start-up.
+        # It prints the same line as service_control.status_line (pid, start time to the clock tick).
+        run = self.home / "run"
+        self.service_script.write_text(
+            "#!/bin/sh\n"
+            "# restart|status|logs <instance>: what `docker compose restart <svc>` or `systemctl restart <unit>`\n"
+            "# is on a real host, for the sandbox's processes.\n"
+            f'if [ "$1" = status ] && [ -f "{run}/$2.pid" ] && [ -z "$3" ]; then\n'
+            f'  name=$2; pidfile="{run}/$2.pid"; pid=$(cat "$pidfile" 2>/dev/null || true)\n'
+            '  stat=$(cat "/proc/$pid/stat" 2>/dev/null || true)\n'
+            '  if [ -n "$pid" ] && [ -n "$stat" ]; then\n'
+            '    set -- "$2" $(echo "${stat##*)}")\n'
+            '    if [ "$2" != Z ]; then\n'
+            "      boot=$(awk '/^btime/ {print $2}' /proc/stat); hz=$(getconf CLK_TCK)\n"
+            '      started=$(awk -v b="$boot" -v t="${21}" -v hz="$hz" \'BEGIN { printf "%.3f", b + t / hz }\')\n'
+            '      # a pid given to a process started after the pid file was written is not the recorded one\n'
+            '      if awk -v s="$started" -v m="$(stat -c %Y "$pidfile")" \'BEGIN { exit !(s <= m + 1) }\'; then\n'
+            '        at=$(date -u -d "@$started" +%Y-%m-%dT%H:%M:%S.%3N+00:00)\n'
+            '        echo "$name running pid=$pid started=$at"; exit 0\n'
+            "      fi\n"
+            "    fi\n"
+            "  fi\n"
+            '  echo "$name stopped"; exit 0\n'
+            "fi\n"
+            f"exec {sys.executable} -m sandbox.stack.service_control \"$@\"\n"
+        )
+        self.service_script.chmod(0o755)
+
+    def _write_wallet_env(self, *, force: bool = False) -> None:
+        if force or not self.wallet_env.exists():
+            self.wallet_env.parent.mkdir(parents=True, exist_ok=True)
+            self.wallet_env.write_text(
+                f"# the wallet's settings on this host (compose env_file)\n{WALLET_REQUIRED_SETTING}=EUR\n")
+
+    def break_wallet_env(self, broken: bool) -> None:
+        """The crashloop fault: the wallet's required setting removed from its env file (or put back)."""
+        if not broken:
+            self._write_wallet_env(force=True)
+            return
+        lines = self.wallet_env.read_text().splitlines() if self.wallet_env.exists() else []
+        kept = [line for line in lines if not line.startswith(WALLET_REQUIRED_SETTING)]
+        self.wallet_env.write_text("".join(f"{line}\n" for line in kept))
 
     def head(self) -> str:
         return _git(["rev-parse", "HEAD"], cwd=self.checkout)

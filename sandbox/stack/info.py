@@ -56,6 +56,15 @@ class StackInfo(BaseModel):
     # Signs audit exports' chain heads (the inventory's audit.signing_key)
     audit_signing_key: SecretStr | None = None
 
+    # The target's Redis (its `requirepass`) and RabbitMQ (management API; the inventory's read-only
+    # `monitoring` user, and the administrator the stack seeds queues with)
+    target_redis_url: str = ""  # redis://127.0.0.1:16380/0, no password in it
+    target_redis_password: SecretStr | None = None
+    rabbitmq_url: str = ""
+    rabbitmq_user: str = ""
+    rabbitmq_password: SecretStr | None = None
+    rabbitmq_admin_password: SecretStr | None = None
+
     def env(self) -> dict[str, str]:
         """Environment variables the committed sandbox inventory's secret references name."""
         return {
@@ -67,6 +76,10 @@ class StackInfo(BaseModel):
             **{people.env_name(h): v.get_secret_value() for h, v in self.totp_secrets.items()},
             **({"RP_SANDBOX_AUDIT_SIGNING_KEY": self.audit_signing_key.get_secret_value()}
                if self.audit_signing_key else {}),
+            **({"RP_SANDBOX_REDIS_PASSWORD": self.target_redis_password.get_secret_value()}
+               if self.target_redis_password else {}),
+            **({"RP_SANDBOX_RABBITMQ_PASSWORD": self.rabbitmq_password.get_secret_value()}
+               if self.rabbitmq_password else {}),
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
@@ -76,8 +89,10 @@ class StackInfo(BaseModel):
             data[name] = getattr(self, name).get_secret_value()
         data["admin_tokens"] = {k: v.get_secret_value() for k, v in self.admin_tokens.items()}
         data["totp_secrets"] = {k: v.get_secret_value() for k, v in self.totp_secrets.items()}
-        if self.audit_signing_key:
-            data["audit_signing_key"] = self.audit_signing_key.get_secret_value()
+        for name in ("audit_signing_key", "target_redis_password", "rabbitmq_password", "rabbitmq_admin_password"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value.get_secret_value()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))

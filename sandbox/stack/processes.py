@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["is_running", "port_open", "read_pid", "start_detached", "stop", "wait_until"]
+__all__ = ["is_running", "port_open", "process_start", "read_pid", "start_detached", "stop", "wait_until"]
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -21,7 +21,23 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
+def process_start(pid: int) -> float | None:
+    """When the process started (epoch seconds, to the clock tick), from /proc; None if it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as stat:
+            boot = next(int(line.split()[1]) for line in stat if line.startswith("btime"))
+    except (OSError, StopIteration, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def is_running(pid_file: Path) -> bool:
+    """The recorded process is alive — and is the one recorded: a pid the kernel has since given to a
+    process started after the pid file was written (the recorded one exited long ago) is not ours, and
+    must never be signalled."""
     pid = read_pid(pid_file)
     if pid is None:
         return False
@@ -31,9 +47,12 @@ def is_running(pid_file: Path) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie still answers kill(0); treat it as gone.
+    started = process_start(pid)
+    if started is None:  # gone meanwhile, or a zombie (which still answers kill(0))
+        return False
     with contextlib.suppress(FileNotFoundError):
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+        # /proc's boot time is whole seconds: a second of slack.
+        if started > pid_file.stat().st_mtime + 1.0:
             return False
     return True
 

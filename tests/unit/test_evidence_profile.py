@@ -65,13 +65,19 @@ def test_sandbox_plan() -> None:
     target = load_target("sandbox")
     specs = {s.name: s for s in plan_collectors(target, target.evidence_profiles["default"])}
     assert set(specs) == {
-        "gateway-health", "prometheus-error-rate", "host-git", "logs-gateway", "logs-wallet", "logs-admin",
+        "gateway-health", "prometheus-error-rate", "host-git", "logs-gateway", "logs-wallet", "logs-wallet-2",
+        "logs-admin",
         "pg-activity", "pg-locks", "pg-long-queries", "pg-connections", "pg-database-sizes",
         "redis-info", "redis-bigkeys", "rabbitmq-queues", "disk-deploy", "cmd-host-uptime",
     }
     assert specs["logs-wallet"].argv == ["tail", "-n", "500", "/tmp/rp-sandbox/logs/wallet.log"]
-    assert not specs["prometheus-error-rate"].configured and not specs["redis-info"].configured
-    assert not specs["rabbitmq-queues"].configured
+    # No Prometheus in the sandbox: listed, not configured. Its Redis and RabbitMQ are real (seed 003).
+    assert not specs["prometheus-error-rate"].configured and specs["prometheus-error-rate"].file is None
+    assert all(specs[n].configured for n in ("redis-info", "redis-bigkeys", "rabbitmq-queues"))
+    assert specs["redis-bigkeys"].what.startswith("redis 127.0.0.1:16380 --bigkeys")
+    assert specs["rabbitmq-queues"].what == "GET http://127.0.0.1:15680/api/queues as rp-monitor"
+    database = {s.name: s for s in plan_collectors(target, target.evidence_profiles["database"])}
+    assert not database["redis-info"].configured and database["redis-info"].what == "not configured"
     full = {s.name: s for s in plan_collectors(target, target.evidence_profiles["full-logs"])}
     assert full["logs-wallet"].argv == ["cat", "/tmp/rp-sandbox/logs/wallet.log"]
     for spec in specs.values():  # secrets are references: the plan names none
@@ -143,3 +149,96 @@ def test_resp_client_against_a_fake_redis() -> None:
     finally:
         redis.close()
         server.close()
+
+
+def _fake_redis_server(replies: list[bytes]) -> tuple[socket.socket, list[bytes]]:
+    """A one-connection server answering each read with the next canned reply; it records what it got."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            for reply in replies:
+                got.append(conn.recv(65536))
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, got
+
+
+def test_resp_pipeline_sends_once_and_keeps_a_refused_command_in_its_place() -> None:
+    from remediation.clients.redis import ReplyError, RespRedis
+    from remediation.errors import AuthError
+
+    server, got = _fake_redis_server([b"+string\r\n-WRONGTYPE Operation against a key\r\n:7\r\n",
+                                      b"-NOAUTH Authentication required.\r\n"])
+    redis = RespRedis("127.0.0.1", server.getsockname()[1], 5)
+    try:
+        replies = redis.pipeline([("TYPE", "a"), ("LLEN", "a"), ("STRLEN", "a")])
+        assert replies[0] == "string" and isinstance(replies[1], ReplyError) and replies[2] == 7
+        assert got[0].count(b"*2\r\n") == 3, "three commands, one write"
+        with pytest.raises(AuthError):
+            redis.call("INFO")
+    finally:
+        redis.close()
+        server.close()
+
+
+class _FakeRedis:
+    """Just enough of `Redis` for the --bigkeys scan: a keyspace of (type, length, bytes)."""
+
+    def __init__(self, keys: dict[str, tuple[str, int, int]], batch: int = 3) -> None:
+        self.keys, self.batch = keys, batch
+
+    def call(self, *args: str) -> Any:
+        assert args[0] == "SCAN"
+        names, start = sorted(self.keys), int(args[1])
+        end = start + self.batch
+        return ["0" if end >= len(names) else str(end), names[start:end]]
+
+    def pipeline(self, commands: Any) -> list[Any]:
+        out: list[Any] = []
+        for cmd in commands:
+            kind, length, size = self.keys.get(cmd[-1], ("none", 0, 0))
+            out.append(kind if cmd[0] == "TYPE" else size if cmd[0] == "MEMORY" else
+                       None if kind == "none" else length)
+        return out
+
+    def close(self) -> None: ...
+
+
+def test_bigkeys_names_the_biggest_key_of_each_type_as_redis_cli_does() -> None:
+    from remediation.target.evidence_profile import RedisCollector
+    from tasks.redis import _bigkeys
+
+    keys = {"catalog": ("string", 262144, 327752), "s1": ("string", 200, 280), "retry": ("list", 500, 20712),
+            "board": ("zset", 1000, 106608), "p1": ("hash", 3, 90), "p2": ("hash", 5, 120),
+            "gone": ("none", 0, 0)}
+    report = _bigkeys(_FakeRedis(keys), RedisCollector(address="x"))
+    assert report["complete"] and report["keys_sampled"] == 7
+    assert report["by_type"]["string"] == {"keys": 2, "unit": "bytes", "biggest": {"key": "catalog", "size": 262144}}
+    assert report["by_type"]["list"]["biggest"] == {"key": "retry", "size": 500}
+    assert report["by_type"]["hash"] == {"keys": 2, "unit": "fields", "biggest": {"key": "p2", "size": 5}}
+    assert "none" not in report["by_type"], "a key gone between SCAN and its size is skipped"
+    assert [k["key"] for k in report["top"][:3]] == ["catalog", "board", "retry"]
+    bounded = _bigkeys(_FakeRedis(keys), RedisCollector(address="x", scan_limit=4))
+    assert bounded["keys_sampled"] == 4 and not bounded["complete"]
+
+
+def test_rabbitmq_refusing_the_user_is_an_auth_error_naming_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from remediation.evidence.collectors import CollectorFailedError
+    from tasks.rabbitmq import capture_rabbitmq_queues
+
+    monkeypatch.setenv("RMQ_PW", "rabbit-pw-123")
+    target = with_profile(rabbitmq={"url": "http://mq:15672", "user": "ops", "password": {"env": "RMQ_PW"}})
+    prof = target.evidence_profiles["default"]
+    spec = next(s for s in plan_collectors(target, prof) if s.name == "rabbitmq-queues")
+    with pytest.raises(CollectorFailedError, match="AuthError: rabbitmq refused the credentials") as failed:
+        capture_rabbitmq_queues.fn(target, prof, spec, str(tmp_path),
+                                   transport=httpx.MockTransport(lambda _r: httpx.Response(401)))
+    assert "rabbit-pw-123" not in str(failed.value) and failed.value.record is not None

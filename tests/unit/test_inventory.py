@@ -120,5 +120,20 @@ def test_file_secret_resolves_to_path_and_checks_existence(tmp_path: Path) -> No
 def test_sandbox_inventory_holds_no_secret_values() -> None:
     data = tomllib.loads(SANDBOX.read_text())
     flat = str(data)
-    for word in ("password", "BEGIN OPENSSH", "aws_secret"):
+    for word in ("BEGIN OPENSSH", "aws_secret"):
         assert word not in flat
+
+    def credentials(node: object) -> list[object]:
+        """Every value held under a credential's name (password, token, *_key, secret…), anywhere."""
+        if isinstance(node, list):
+            return [v for item in node for v in credentials(item)]
+        if not isinstance(node, dict):
+            return []
+        found = [v for k, v in node.items() if k in ("password", "token", "totp", "signing_key")
+                 or k.endswith(("_key", "secret"))]
+        return found + [v for v in node.values() for v in credentials(v)]
+
+    held = credentials(data)
+    assert len(held) >= 8  # the admin token, S3 keys, Redis and RabbitMQ passwords, people's TOTP…
+    for value in held:  # each a reference (env, block or file), never the secret itself
+        assert isinstance(value, dict) and SecretRef.model_validate(value), value

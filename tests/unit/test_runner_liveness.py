@@ -93,3 +93,21 @@ def test_a_crashed_runs_open_task_runs_are_closed_as_crashed() -> None:
     assert client.states == [(t.id, "CRASHED", True) for t in open_runs]
     asked = client.task_filter.state.type.any_
     assert set(asked) == {StateType.RUNNING, StateType.PENDING}
+
+
+def test_subflows_of_a_running_run_are_heartbeated_too() -> None:
+    """respond pauses inside its restart-service subflow for minutes: that subflow must not look dead."""
+    respond, restart, capture, other = uuid4(), uuid4(), uuid4(), uuid4()
+    tree = {respond: [restart], restart: [capture], other: []}
+    asked: list[Any] = []
+
+    class Runs:
+        async def read_flow_runs(self, flow_run_filter: Any) -> list[Any]:
+            asked.append(flow_run_filter)
+            parents = flow_run_filter.parent_flow_run_id.any_
+            return [SimpleNamespace(id=c) for p in parents for c in tree.get(p, [])]
+
+    found = asyncio.run(liveness.with_subflows(Runs(), [respond, other]))
+    assert found == [respond, other, restart, capture]
+    # Only unfinished subflows: a finished one needs no heartbeat (and must not be crashed).
+    assert StateType.COMPLETED in asked[0].state.type.not_any_ and StateType.PAUSED not in asked[0].state.type.not_any_

@@ -194,10 +194,11 @@ def test_gateway_maps_upstream_failures(tmp_path: Path) -> None:
     silent.listen(8)
     dsn = SecretStr(f"host=127.0.0.1 port={dead} dbname=x user=x connect_timeout=1")
     try:
-        with TestClient(gateway.create_app(_settings(dsn=dsn, wallet_port=dead))) as client:
+        with TestClient(gateway.create_app(_settings(dsn=dsn, wallet_port=dead, wallet_2_port=dead))) as client:
             resp = client.post("/api/v1/wallet/deposit", json={})
             assert (resp.status_code, resp.json()) == (502, {"detail": "upstream unavailable"})
-        slow = _settings(dsn=dsn, wallet_port=silent.getsockname()[1], wallet_lock_timeout_s=0.05)
+        slow = _settings(dsn=dsn, wallet_port=silent.getsockname()[1], wallet_2_port=silent.getsockname()[1],
+                         wallet_lock_timeout_s=0.05)
         with TestClient(gateway.create_app(slow)) as client:
             resp = client.get("/api/v1/wallet/balance/alpha-0001")
             assert (resp.status_code, resp.json()) == (504, {"detail": "upstream timeout"})
@@ -206,6 +207,36 @@ def test_gateway_maps_upstream_failures(tmp_path: Path) -> None:
             assert deep.json()["checks"]["database"]["ok"] is False
     finally:
         silent.close()
+
+
+def test_gateway_sends_to_the_other_wallet_when_one_refuses_the_connection() -> None:
+    """Blue/green: while one instance restarts, every request reaches the other — only a refused
+    connection moves on (nothing was sent), a timeout or an answer never does."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Wallet(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"served_by": "wallet-2"}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Wallet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dsn = SecretStr(f"host=127.0.0.1 port={_closed_port()} dbname=x user=x connect_timeout=1")
+        settings = _settings(dsn=dsn, wallet_port=_closed_port(), wallet_2_port=server.server_address[1])
+        with TestClient(gateway.create_app(settings)) as client:
+            answers = [client.get("/api/v1/wallet/balance/alpha-0001") for _ in range(4)]
+        assert [(r.status_code, r.json()) for r in answers] == [(200, {"served_by": "wallet-2"})] * 4
+    finally:
+        server.shutdown()
 
 
 def test_gateway_ingress_needs_super_admin() -> None:
