@@ -174,7 +174,8 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     async def check_wallet_writer() -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            resp = await states[0].client.get("/internal/health", timeout=CHECK_TIMEOUT_S + 1.0)
+            # Where a request would go: the next instance, the one after it if that one refuses.
+            resp = await _to_a_wallet("GET", httpx.URL("/internal/health"), b"", [], timeout=CHECK_TIMEOUT_S + 1.0)
             body = resp.json()
             error = None if resp.status_code == 200 and body.get("ok") is True else (
                 f"HTTP {resp.status_code}: {body.get('error', body)}"
@@ -222,15 +223,17 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     wallets = settings.wallet_urls
     turn = itertools.count()
 
-    async def _to_a_wallet(method: str, url: httpx.URL, body: bytes, headers: list[tuple[str, str]]) -> httpx.Response:
+    async def _to_a_wallet(method: str, url: httpx.URL, body: bytes, headers: list[tuple[str, str]],
+                           timeout: float | None = None) -> httpx.Response:
         """Round robin over the wallet instances; the next one only when one refuses the connection
         (nothing was sent, so a write cannot happen twice) — as nginx's `proxy_next_upstream error`."""
         first = next(turn)
         for i in range(len(wallets)):
             base = wallets[(first + i) % len(wallets)]
             try:
-                return await states[0].client.request(method, httpx.URL(base).join(url), content=body,
-                                                      headers=headers)
+                return await states[0].client.request(
+                    method, httpx.URL(base).join(url), content=body, headers=headers,
+                    timeout=httpx.Timeout(timeout, connect=CHECK_TIMEOUT_S) if timeout else upstream_timeout)
             except httpx.ConnectError:
                 if i == len(wallets) - 1:
                     raise
