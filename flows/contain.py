@@ -65,6 +65,8 @@ def _stays_live(target: Target, lever: Lever, brand_id: str | None) -> list[str]
         return ["withdrawals, bets and settles on every brand"]
     if lever == "brand-disable":
         return [f"brand {b}" for b in target.brands if b != brand_id] + [f"{brand_id}'s bets and settles"]
+    if lever == "redis-eviction":
+        return ["every wallet flow; the cache keeps its most recently used keys and drops the rest"]
     return ["deposits and withdrawals through the gateway"]
 
 

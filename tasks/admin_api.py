@@ -24,6 +24,7 @@ from tasks.database.control import DEPOSIT_MAINTENANCE_STATUS, read_admin_state,
 from tasks.edge import read_edge_blocks, set_edge_block
 from tasks.gateway import read_provider_ingress, set_provider_ingress
 from tasks.policy import READ_ONLY, SIDE_EFFECT, task
+from tasks.redis import read_redis_policy, set_redis_policy
 
 __all__ = ["apply_lever_change", "get_lever_state", "read_lever_state"]
 
@@ -51,6 +52,14 @@ def read_lever_state(target: Target, edge_addresses: Sequence[str] = ()) -> Leve
         ingress = read_provider_ingress(target)
     except RetryableError as exc:
         unreadable["provider_ingress"] = f"gateway: {exc}"
+    cache: dict[str, object] | None = None
+    if target.redis is None:
+        unreadable["redis"] = "the target names no [redis]"
+    else:
+        try:
+            cache = read_redis_policy(target)
+        except ClientError as exc:  # the other levers do not need the cache: say so, do not fail
+            unreadable["redis"] = f"redis: {exc}"
     edge_blocks: dict[str, dict[str, object]] | None = {}
     edge_read: list[str] | None = None
     if target.edge is not None:
@@ -61,8 +70,8 @@ def read_lever_state(target: Target, edge_addresses: Sequence[str] = ()) -> Leve
             unreadable["edge_blocks"] = f"edge: {exc}"
     return LeverState(
         maintenance=maintenance, deposit_maintenance_status=deposit, read_via=deposit_path,
-        payment_policy=payment, provider_ingress=ingress, edge_blocks=edge_blocks, edge_read=edge_read,
-        unreadable=unreadable,
+        payment_policy=payment, provider_ingress=ingress, redis=cache, edge_blocks=edge_blocks,
+        edge_read=edge_read, unreadable=unreadable,
     )
 
 
@@ -76,6 +85,9 @@ def get_lever_state(target: Target, edge_addresses: list[str] | None = None) -> 
 def _state_for(target: Target, change: LeverChange) -> LeverState:
     """The state `change` is checked against. An edge block reads only the edge, and its errors are
     the task's (a gateway blip is retried), not an `unreadable` note."""
+    if change.lever == "redis-eviction":
+        return LeverState(maintenance=None, deposit_maintenance_status=None, payment_policy=None,
+                          provider_ingress=None, redis=read_redis_policy(target))
     if change.lever != EDGE_BLOCK:
         return read_lever_state(target)
     blocks, read = read_edge_blocks(target, [edge_address(change)])
@@ -127,6 +139,9 @@ def apply_lever_change(target: Target, change: LeverChange, plan_hash: str) -> A
     if change.lever == "provider-ingress-block":
         set_provider_ingress(target, bool(change.after["blocked"]), change.extra.get("reason", ""))
         return done(outcome, "gateway")
+    if change.lever == "redis-eviction":
+        set_redis_policy(target, str(change.after["maxmemory-policy"]))
+        return done(outcome, "redis")
     try:
         _apply_via_admin(target, change)
         return done(outcome, "admin-api")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from remediation.clients.redis import Redis
+from remediation.errors import PermanentError
 from remediation.evidence.bundle import CollectorRecord, EvidenceFile, now
 from remediation.evidence.collectors import CollectorSpec, collect
 from remediation.target import connect
@@ -13,7 +14,7 @@ from remediation.target.evidence_profile import EvidenceProfile, RedisCollector
 from remediation.target.inventory import Target
 from tasks.policy import READ_ONLY, task
 
-__all__ = ["capture_redis"]
+__all__ = ["capture_redis", "check_redis_write", "read_redis_policy", "set_redis_policy"]
 
 #: How `redis-cli --bigkeys` sizes each type: the command and the unit it reports.
 SIZE_OF: dict[str, tuple[str, str]] = {
@@ -78,3 +79,39 @@ def capture_redis(target: Target, profile: EvidenceProfile, spec: CollectorSpec,
             redis.close()
 
     return collect(spec, out_dir, target, profile, body)
+
+
+# --- the `redis-eviction` lever (seed 002 §3.3) --------------------------------------------------------
+
+def read_redis_policy(target: Target) -> dict[str, Any]:
+    """The cache's eviction policy and memory now, and the policy the target relieves it with."""
+    assert target.redis is not None
+    redis = connect.platform_redis(target)
+    try:
+        policy = redis.call("CONFIG", "GET", "maxmemory-policy")
+        info = dict(line.split(":", 1) for line in str(redis.call("INFO", "memory")).splitlines() if ":" in line)
+    finally:
+        redis.close()
+    return {"maxmemory-policy": policy[1] if isinstance(policy, list) and len(policy) == 2 else None,
+            "relief_policy": target.redis.relief_policy,
+            "used_memory": int(info.get("used_memory", 0)), "maxmemory": int(info.get("maxmemory", 0))}
+
+
+def set_redis_policy(target: Target, policy: str) -> None:
+    redis = connect.platform_redis(target)
+    try:
+        redis.call("CONFIG", "SET", "maxmemory-policy", policy)
+    finally:
+        redis.close()
+
+
+def check_redis_write(target: Target, incident_id: str) -> dict[str, Any]:
+    """Seed 002 §3.3's symptom, asked directly: does the cache take a write now? (A probe key with a 60 s TTL.)"""
+    redis = connect.platform_redis(target)
+    try:
+        redis.call("SET", f"rp:probe:{incident_id}", "1", "EX", "60")
+        return {"kind": "SET rp:probe:<incident>", "ok": True, "error": None}
+    except PermanentError as exc:  # OOM command not allowed when used memory > 'maxmemory'
+        return {"kind": "SET rp:probe:<incident>", "ok": False, "error": str(exc)}
+    finally:
+        redis.close()

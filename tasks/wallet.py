@@ -17,6 +17,7 @@ from remediation.target import connect
 from remediation.target.inventory import Target
 from tasks.admin_api import read_lever_state
 from tasks.policy import READ_ONLY, task
+from tasks.redis import check_redis_write
 
 __all__ = ["ROUND_TRIP", "check_lever_effect", "check_round_trip", "probe"]
 
@@ -62,6 +63,13 @@ def check_lever_effect(target: Target, change: LeverChange, incident_id: str) ->
     """Seed 000: verify the lever the way the runbook says (a deposit gets Finance maintenance,
     other brands stay live, GET /api/v1/maintenance shows the freeze)."""
     state = read_lever_state(target)
+    if change.lever == "redis-eviction":
+        # The cache takes a write again once it evicts; the lever undone, the policy is back (a full cache
+        # then refuses writes again — that is the state recover was asked to restore).
+        write = check_redis_write(target, incident_id)
+        own = current_value(change, state) == change.after
+        return {"lever": change.lever, "undo": change.undo, "checks": [write], "lever_holds": own,
+                "ok": own and (write["ok"] or change.undo), "wrong": [] if write["ok"] or change.undo else [write]}
     brands = [b for b in target.brands if b in target.synthetic_players]
     if change.lever in ("platform-freeze", "deposit-halt"):
         kinds = ["deposit"]

@@ -39,11 +39,13 @@ __all__ = [
     "resource_for",
 ]
 
-Lever = Literal["platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block"]
-LEVERS: tuple[Lever, ...] = ("platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block")
+Lever = Literal["platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block", "redis-eviction"]
+LEVERS: tuple[Lever, ...] = ("platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block",
+                             "redis-eviction")
 #: Every kind of change the change log records: contain's levers (the run form's choices) and a
 #: block-source block. `recover` undoes any of them.
-ChangeKind = Literal["platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block", "edge-block"]
+ChangeKind = Literal["platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block", "redis-eviction",
+                     "edge-block"]
 EDGE_BLOCK: ChangeKind = "edge-block"
 BrandFlag = Literal["deposit_enabled", "withdraw_enabled"]
 BRAND_FLAGS: tuple[BrandFlag, ...] = ("deposit_enabled", "withdraw_enabled")
@@ -58,9 +60,12 @@ LEVER_HELP: dict[Lever, str] = {
                      "deposits (and withdrawals if chosen) are refused, other brands stay live.",
     "provider-ingress-block": "3d: the gateway refuses provider callbacks; new bets and settles stop, deposits and "
                               "withdrawals go on. Always asks for approval.",
+    "redis-eviction": "seed 002 §3.3, the cache full under `noeviction` and refusing writes: `CONFIG SET "
+                      "maxmemory-policy allkeys-lru` (the target's `[redis] relief_policy`); the cache evicts its "
+                      "least recently used keys instead. Always asks for approval; recover puts the policy back.",
 }
 #: Levers broad enough that they always stop for approval, whatever the target's policy says.
-ALWAYS_APPROVE: frozenset[Lever] = frozenset({"platform-freeze", "provider-ingress-block"})
+ALWAYS_APPROVE: frozenset[Lever] = frozenset({"platform-freeze", "provider-ingress-block", "redis-eviction"})
 
 
 class LeverState(BaseModel):
@@ -78,6 +83,8 @@ class LeverState(BaseModel):
     read_via: str = "admin-api"
     payment_policy: dict[str, dict[str, Any]] | None  # brand -> payment_policy value
     provider_ingress: dict[str, Any] | None  # {"blocked": bool, "reason": str}
+    #: The cache: {"maxmemory-policy", "relief_policy", "used_memory", "maxmemory"}; None if unread or none.
+    redis: dict[str, Any] | None = None
     #: The edge's blocked sources: address -> {"expires_at": iso or None, "reason": str}.
     edge_blocks: dict[str, dict[str, Any]] | None = {}
     #: The addresses whose block state was read (an edge read one address at a time, a host firewall);
@@ -132,6 +139,8 @@ def resource_for(lever: Lever, brand_id: str | None = None) -> str:
         return "global-var-deposit-maintenance-status"
     if lever == "brand-disable":
         return f"brand-{brand_id}-payment-policy"
+    if lever == "redis-eviction":
+        return "redis-maxmemory-policy"
     return "gateway-provider-ingress"
 
 
@@ -186,6 +195,15 @@ def plan_contain(
             before={f: _flag(policy.get(f, True)) for f in wanted},
             after=dict.fromkeys(wanted, False),
             description=f"PATCH brand {brand_id} payment_policy {', '.join(f'{f}=false' for f in wanted)}",
+        )
+    if lever == "redis-eviction":
+        cache = state.need("redis")
+        relief = str(cache["relief_policy"])
+        return LeverChange(
+            lever=lever, resource=res, before={"maxmemory-policy": cache["maxmemory-policy"]},
+            after={"maxmemory-policy": relief},
+            description=f"Redis CONFIG SET maxmemory-policy {relief} (used {cache.get('used_memory')} of "
+                        f"maxmemory {cache.get('maxmemory')} bytes)",
         )
     return LeverChange(
         lever=lever, resource=res,
@@ -264,6 +282,10 @@ def apply_path(change: LeverChange, read_via: str) -> str:
     if change.lever == "provider-ingress-block":
         return ("gateway `PUT /api/v1/ingress/provider`; if the gateway is down at apply, the run fails "
                 "and nothing changes.")
+    if change.lever == "redis-eviction":
+        return (f"Redis `CONFIG SET maxmemory-policy {change.after['maxmemory-policy']}` on the target's cache "
+                "(read back first: already so → nothing sent); if Redis cannot be reached, the run fails and "
+                "nothing changes.")
     if change.lever == EDGE_BLOCK:
         verb = "lifted" if change.undo else "added"
         return (f"{change.description.removeprefix('undo: ')}: the entry for `{edge_address(change)}` {verb} at "
@@ -296,6 +318,8 @@ def current_value(change: LeverChange, state: LeverState) -> dict[str, Any]:
         brand = change.resource.removeprefix("brand-").removesuffix("-payment-policy")
         policy = state.need("payment_policy").get(brand, {})
         return {f: _flag(policy.get(f, True)) for f in change.after}
+    if change.lever == "redis-eviction":
+        return {"maxmemory-policy": state.need("redis")["maxmemory-policy"]}
     if change.lever == EDGE_BLOCK:
         address = edge_address(change)
         blocks = state.need("edge_blocks")

@@ -27,8 +27,8 @@ from remediation.target.evidence_profile import RabbitMqCollector, RedisCollecto
 from remediation.target.inventory import Target
 
 __all__ = [
-    "admin_api", "close_shared_hosts", "database", "evidence_store", "gateway", "git_repo", "prometheus", "rabbitmq",
-    "redis", "remote_host", "shared_remote_host", "status_channel",
+    "admin_api", "close_shared_hosts", "database", "evidence_store", "gateway", "git_repo", "platform_redis",
+    "prometheus", "rabbitmq", "redis", "remote_host", "shared_remote_host", "status_channel",
 ]
 
 
@@ -110,6 +110,20 @@ def git_repo(workdir: str | Path, redact: Callable[[str], str] | None = None) ->
 
 def redis(cfg: RedisCollector) -> RespRedis:
     return RespRedis(cfg.address, cfg.port, cfg.timeout_s)
+
+
+def platform_redis(target: Target) -> RespRedis:
+    """The target's cache (`[redis]`), authenticated."""
+    cfg = target.redis
+    assert cfg is not None, "the target names no Redis"
+    client = RespRedis(cfg.address, cfg.port, cfg.timeout_s)
+    if cfg.password is not None:
+        try:
+            client.call("AUTH", cfg.password.resolve().get_secret_value())
+        except Exception:
+            client.close()
+            raise
+    return client
 
 
 def status_channel(target: Target) -> StatusSender:

@@ -58,6 +58,22 @@ class GatewayConfig(_Strict):
     timeout_s: Seconds = 10.0
 
 
+#: `maxmemory-policy` values that evict instead of refusing writes (Redis' own names).
+EvictingPolicy = Literal["allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
+                         "volatile-random", "volatile-ttl"]
+
+
+class RedisConfig(_Strict):
+    """The platform's cache, for contain's `redis-eviction` lever (seed 002 §3.3)."""
+
+    address: str
+    port: int = Field(default=6379, gt=0, lt=65536)
+    password: SecretRef | None = None
+    timeout_s: Seconds = 5.0
+    #: What the lever sets when memory is full under `noeviction` (seed 002: `allkeys-lru`).
+    relief_policy: EvictingPolicy = "allkeys-lru"
+
+
 class DatabaseConfig(_Strict):
     dsn: SecretRef
     statement_timeout_ms: int = Field(default=30_000, gt=0)
@@ -214,6 +230,8 @@ class Target(_Strict):
     hosts: dict[str, HostConfig] = Field(min_length=1)
     git: GitConfig
     prometheus: PrometheusConfig | None = None
+    #: The platform's cache (the `redis-eviction` lever); not Prefect's own Redis.
+    redis: RedisConfig | None = None
     brands: list[str] = Field(min_length=1)
     #: One synthetic test player per brand: verification probes move money only on these.
     synthetic_players: dict[str, str] = {}

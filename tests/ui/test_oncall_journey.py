@@ -110,7 +110,7 @@ def test_contain_started_from_the_run_form_refuses_bad_answers_then_applies_on_a
     for label in CONTAIN_FIELDS:
         assert len(ui.description(label).strip()) > 20, f"{label} has no description in the run form"
     lever_help = ui.description("lever")
-    for lever in ("platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block"):
+    for lever in ("platform-freeze", "deposit-halt", "brand-disable", "provider-ingress-block", "redis-eviction"):
         assert lever in lever_help
     assert "Finance maintenance" in lever_help
     ui.fill("incident_id", inc)

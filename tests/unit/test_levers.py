@@ -43,6 +43,24 @@ def test_each_lever_plans_exactly_its_change() -> None:
     assert not any(c.in_place for c in (freeze, halt, brand, ingress))
 
 
+def test_the_cache_lever_records_the_policy_it_found_and_undoes_to_it() -> None:
+    full = CALM.model_copy(update={"redis": {"maxmemory-policy": "noeviction", "relief_policy": "allkeys-lru",
+                                             "used_memory": 17_000_000, "maxmemory": 16_777_216}})
+    relief = plan_contain("redis-eviction", full, message="m")
+    assert (relief.resource, relief.before, relief.after) == (
+        "redis-maxmemory-policy", {"maxmemory-policy": "noeviction"}, {"maxmemory-policy": "allkeys-lru"})
+    assert "used 17000000 of maxmemory 16777216" in relief.description and needs_approval(
+        "redis-eviction", approve_deposit_halt=False, approve_brand_disable=False)
+    relieved = full.model_copy(update={"redis": {**(full.redis or {}), "maxmemory-policy": "allkeys-lru"}})
+    assert plan_contain("redis-eviction", relieved, message="m").in_place
+    [undo] = plan_recover([_applied(relief, 1)], relieved, note="n")
+    assert (undo.before, undo.after, undo.undo) == ({"maxmemory-policy": "allkeys-lru"},
+                                                    {"maxmemory-policy": "noeviction"}, True)
+    with pytest.raises(LookupError, match="the target names no"):
+        plan_contain("redis-eviction", CALM.model_copy(update={"unreadable": {"redis": "the target names no [redis]"}}),
+                     message="m")
+
+
 def test_a_lever_already_in_place_plans_nothing() -> None:
     frozen = CALM.model_copy(update={"maintenance": {"is_active": True, "message": "x"}})
     assert plan_contain("platform-freeze", frozen, message="m").in_place
