@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 from pydantic import Field
 
+from remediation.domain.escalation import due_rule
 from remediation.domain.postmortem import render_postmortem
 from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, SeverityChoice, TargetName, described
 from remediation.flowkit.run_context import tag_current_run
@@ -27,6 +28,9 @@ Title = Annotated[str, Field(
 Outcome = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]{1,600}$",
                                description="How the response loop ended, one line (`respond` fills it in); "
                                            "empty: the summary says what the run history shows")]
+Escalated = Annotated[list[Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]{1,300}$")]], Field(
+    max_length=50, description="Who the response loop escalated to, one line each starting with its UTC time "
+                               "(`respond` fills it in); empty: none")]
 
 
 @flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
@@ -38,6 +42,7 @@ def postmortem(
     title: Title = "incident",
     initiated_by: Initiator = "unknown",
     outcome: Outcome | None = None,
+    escalated: Escalated | None = None,
     dry_run: DryRunRead = False,
 ) -> State:
     """Fill the template from the incident's runs: timeline in UTC, approvals, levers, revert, verification,
@@ -47,7 +52,8 @@ def postmortem(
     tag_current_run(incident_id, RUNBOOK, inv.name)
     records = read_incident_history(inv, incident_id)
     text = render_postmortem(incident_id, severity, title, records, authors=[initiated_by, "<fix author>"],
-                             outcome=outcome)
+                             outcome=outcome, escalated=escalated,
+                             due_rule=due_rule(severity, inv.escalation.postmortem_due.get(severity)))
     create_markdown_artifact(key=f"postmortem-{incident_id.lower()}", markdown=text,
                              description=f"postmortem draft for {incident_id}")
     if dry_run:

@@ -124,11 +124,12 @@ def respond(
     finally:
         loop.finish()
     pm = postmortem(incident_id=incident_id, target=inv.name, severity=severity, title=title,
-                    initiated_by=initiated_by, outcome=loop.outcome(dry_run), dry_run=dry_run, return_state=True)
+                    initiated_by=initiated_by, outcome=loop.outcome(dry_run), escalated=loop.escalated_lines() or None,
+                    dry_run=dry_run, return_state=True)
     create_table_artifact(key=f"respond-{incident_id.lower()}", table=loop.table(),
                           description=f"response loop for {incident_id}: each step's outcome")
     data = {"steps": loop.table(), "all_clear": all_clear, "stopped_at": loop.stopped_at,
-            "postmortem": pm.message, "status_updates": loop.updates_sent}
+            "postmortem": pm.message, "status_updates": loop.updates_sent, "escalated": loop.escalated}
     if loop.stopped_at is not None:
         return Completed(message=f"loop ended at {loop.stopped_at}: {loop.stop_reason}; nothing after it ran",
                          data=data) if loop.stopped_safely else Failed(

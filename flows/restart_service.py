@@ -114,7 +114,7 @@ def restart_service(
             if not state.is_completed():
                 why = str(state.result(raise_on_failure=False) or state.message)
                 untouched = [s.name for s in steps[i + 1:]]
-                done.append({"instance": step.name, "outcome": "not-healthy", "status_before": step.status,
+                done.append({"instance": step.name, "outcome": "failed", "status_before": step.status,
                              "status_after": "", "health": {"healthy": False, "after_s": wait_s,
                                                             "last": why}})
                 tail = instance_log_tail(inv, service, step.name)
@@ -125,6 +125,7 @@ def restart_service(
             if restarted["status_before"] != step.status:  # this run's earlier attempt did it (a Retry)
                 restarted = {**restarted, "outcome": "restarted-by-an-earlier-attempt"}
             done.append(restarted)
+    order = ", ".join(s.name for s in steps)
     after = {s.name: s for s in read_instances(inv, service)}
     unhealthy = sorted(name for name, s in after.items() if not s.healthy)
     result = {"outcome": "applied", "restarted": done, "evidence_before": evidence,
@@ -135,8 +136,10 @@ def restart_service(
     log.info("restart-service %s on %s: %s", service, inv.name, [(d["instance"], d["outcome"]) for d in done])
     if unhealthy:
         return Failed(message=f"restarted {order} but {', '.join(unhealthy)} is not healthy now", data=result)
-    earlier = [d["instance"] for d in done if d["outcome"] != "restarted"]
-    note = f" ({', '.join(earlier)} by an earlier attempt of this run: not again)" if earlier else ""
+    earlier = [d["instance"] for d in done if d["outcome"] == "restarted-by-an-earlier-attempt"]
+    meanwhile = [d["instance"] for d in done if d["outcome"] == "already-restarted"]
+    note = (f" ({', '.join(earlier)} by an earlier attempt of this run: not again)" if earlier else "") + (
+        f" ({', '.join(meanwhile)} restarted by someone else since the plan: not again)" if meanwhile else "")
     return Completed(message=f"restarted {order} one at a time, each healthy before the next{note}; {service} "
                              "verified", data=result)
 

@@ -7,7 +7,8 @@ machine cannot know (impact figures, action items) is left as the template's pro
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from remediation.domain.text import md_inline
@@ -102,14 +103,34 @@ def _rollback(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+#: The target's deadline for a declaration time: (when, how it was reckoned), e.g. "48 hours after …".
+DueRule = Callable[[datetime], tuple[datetime | None, str]]
+
+
+def _seed_000_due(severity: str) -> DueRule:
+    def due(declared: datetime) -> tuple[datetime | None, str]:
+        day = due_date(severity, declared.date())
+        return (datetime.combine(day, declared.timetz()) if day else None,
+                f"{DEADLINE_BUSINESS_DAYS.get(severity, '—')} business days after {declared.date().isoformat()}, "
+                "seed 000")
+    return due
+
+
 def render_postmortem(incident_id: str, severity: str, title: str, records: list[dict[str, Any]],
-                      authors: list[str], outcome: str | None = None) -> str:
+                      authors: list[str], outcome: str | None = None, due_rule: DueRule | None = None,
+                      escalated: list[str] | None = None) -> str:
+    """`due_rule`: the target's postmortem deadline (default seed 000's); `escalated`: who the response loop
+    escalated to and when, one line each (they are part of the timeline)."""
     events = timeline(records)
+    events = sorted(events + [(line.split(" ", 1)[0], line.split(" ", 1)[1]) for line in escalated or []
+                              if " " in line])
     runs = _runs(records)
     starts = [s for s in (_started(r) for r in runs) if s]
     first = min(starts) if starts else None
-    declared = datetime.fromisoformat(first).date() if first else date.today()
-    due = due_date(severity, declared)
+    declared_at = datetime.fromisoformat(first) if first else datetime.now(UTC)
+    declared = declared_at.date()
+    due_at, reckoned = (due_rule or _seed_000_due(severity))(declared_at)
+    due = due_at.date() if due_at else None
     rollback = _rollback(records)
     respond = next((r for r in runs if r["flow"] == "respond"), None)
     alert = next((r for r in runs if str(r["parameters"].get("initiated_by", "")).startswith("alert:")), None)
@@ -143,8 +164,8 @@ def render_postmortem(incident_id: str, severity: str, title: str, records: list
         f"- [ ] @owner — prevent: <change so this class of failure can't recur> — due {due or '<date>'}",
         f"- [ ] @owner — detect: <monitor / alert that would have caught this earlier> — due {due or '<date>'}",
         f"- [ ] @owner — recover: <runbook / tooling that would have shortened MTTR> — due {due or '<date>'}", "",
-        f"Postmortem due: {due.isoformat() if due else 'no deadline for ' + severity} "
-        f"({DEADLINE_BUSINESS_DAYS.get(severity, '—')} business days after {declared.isoformat()}, seed 000).",
+        f"Postmortem due: {due_at.strftime('%Y-%m-%d %H:%M UTC') if due_at else 'no deadline for ' + severity} "
+        f"({reckoned}).",
     ]
     return "\n".join(lines) + "\n"
 

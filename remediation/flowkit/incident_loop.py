@@ -8,6 +8,7 @@ with the system as that step found it; a failed step ends it unless the step is 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,11 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
 from prefect.states import State
 
 from remediation.clients.status_webhook import StatusSender
+from remediation.domain.escalation import due_steps, escalation_text
 from remediation.domain.status import initial_text, resolved_text, update_text
-from remediation.target.connect import status_channel
+from remediation.target.connect import contact_channel, status_channel
 from remediation.target.inventory import Target
 
 __all__ = ["PATTERNS", "Loop", "Pattern", "PeriodicUpdates", "Step"]
@@ -62,6 +65,14 @@ class PeriodicUpdates:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def _logger() -> Any:
+    """The run's logger (into the UI) inside a run; the module's outside one."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("remediation.respond")
 
 
 def _data(state: State) -> dict[str, Any]:
@@ -126,6 +137,11 @@ class Loop:
         self.updates_sent = 0
         service = target.notifications.service if target.notifications else target.description or target.name
         self.service = service
+        #: The target's ladder for this severity (seed 001's matrix); each step taken once while open.
+        self.ladder = target.escalation.ladder.get(severity, [])  # type: ignore[call-overload]
+        self.escalated: list[dict[str, Any]] = []
+        self._escalations = threading.Event()
+        self._escalator: threading.Thread | None = None
 
     @property
     def _every_min(self) -> float | None:
@@ -143,7 +159,50 @@ class Loop:
         return update_text(self.severity, self.service, self.incident_id, self.status, self.impact,
                            self._progress(), ", ".join(remaining) or "postmortem", self._every_min)
 
+    def escalate_due(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Take the ladder's steps whose time has come: post to each role's contact, record it in the
+        timeline (a row of the loop's table) and in `escalated`."""
+        now = now or datetime.now(UTC)
+        open_s = (now - self.started).total_seconds()
+        taken = []
+        for i, step in due_steps(self.ladder, open_s, {e["index"] for e in self.escalated}):
+            contact = self.target.escalation.contacts[step.role]
+            sent = contact_channel(contact).send(escalation_text(
+                self.severity, self.service, self.incident_id, step.role, contact.name, open_s / 60, self.status,
+                self.impact, self._progress()))
+            entry = {"index": i, "role": step.role, "name": contact.name, "after_s": step.after_s,
+                     "at": now.isoformat(), "posted": sent}
+            self.escalated.append(entry)
+            taken.append(entry)
+            self.rows.append({"step": "escalate", "outcome": f"{step.role} ({contact.name})",
+                              "message": f"open {open_s / 60:.0f} min; ladder step {i + 1} at {step.after_s:g} s; "
+                                         + ("posted" if sent else "NOT delivered: the contact's webhook failed"),
+                              "at": now.isoformat()})
+            _logger().warning("%s open %.0f min: escalated to %s (%s)%s", self.incident_id, open_s / 60,
+                              step.role, contact.name, "" if sent else " — not delivered")
+        return taken
+
+    def escalated_lines(self) -> list[str]:
+        """For the postmortem's timeline: `<UTC time> escalated to <role> (<name>) …`."""
+        def span(s: float) -> str:
+            return f"{s / 60:g} min" if s >= 60 else f"{s:g} s"
+
+        return [f"{e['at']} escalated to {e['role']} ({e['name']}) after {span(e['after_s'])} open"
+                + ("" if e["posted"] else " — NOT delivered") for e in self.escalated]
+
+    def _escalate_while_open(self) -> None:
+        while not self._escalations.wait(1.0):
+            try:
+                self.escalate_due()
+            except Exception as exc:  # a contact down must not end the response loop
+                _logger().warning("escalation check failed: %s", type(exc).__name__)
+            if len(self.escalated) == len(self.ladder):
+                return
+
     def start(self, who: str) -> None:
+        if self.ladder:
+            self._escalator = threading.Thread(target=self._escalate_while_open, name="escalation", daemon=True)
+            self._escalator.start()
         self._send(initial_text(self.severity, self.service, self.incident_id, self.impact, self._every_min))
         if self._every_min is not None:
             self._periodic = PeriodicUpdates(self.interval_s, self._update, self._sender)
@@ -207,6 +266,9 @@ class Loop:
         return "; ".join(f"{step}: {self.results.get(step, {}).get('message')}" for step in self.pattern.deciding)
 
     def finish(self) -> None:
+        self._escalations.set()
+        if self._escalator is not None:
+            self._escalator.join(timeout=5)
         if self._periodic is not None:
             self._periodic.stop()
             self.updates_sent += len(self._periodic.sent)

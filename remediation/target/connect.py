@@ -23,12 +23,13 @@ from remediation.clients.rabbitmq import HttpxRabbitMq
 from remediation.clients.redis import RespRedis
 from remediation.clients.remote_host import OutputRedactor, ParamikoHost
 from remediation.clients.status_webhook import NoChannel, StatusSender, StatusWebhook
+from remediation.target.escalation import Contact
 from remediation.target.evidence_profile import RabbitMqCollector, RedisCollector
 from remediation.target.inventory import Target
 
 __all__ = [
-    "admin_api", "close_shared_hosts", "database", "evidence_store", "gateway", "git_repo", "platform_redis",
-    "prometheus", "rabbitmq", "redis", "remote_host", "shared_remote_host", "status_channel",
+    "admin_api", "close_shared_hosts", "contact_channel", "database", "evidence_store", "gateway", "git_repo",
+    "platform_redis", "prometheus", "rabbitmq", "redis", "remote_host", "shared_remote_host", "status_channel",
 ]
 
 
@@ -124,6 +125,11 @@ def platform_redis(target: Target) -> RespRedis:
             client.close()
             raise
     return client
+
+
+def contact_channel(contact: Contact) -> StatusSender:
+    """An escalation contact's webhook (Slack incoming-webhook shape, as the status channel)."""
+    return StatusWebhook(contact.webhook.resolve(), httpx.Client(timeout=10.0))
 
 
 def status_channel(target: Target) -> StatusSender:

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, Vali
 from remediation.domain.reconcile import SourceOfTruth
 from remediation.errors import InventoryError
 from remediation.target.edge import EdgeConfig
+from remediation.target.escalation import Escalation
 from remediation.target.evidence_profile import PROFILE_NAME, EvidenceProfile
 from remediation.target.secrets import SecretRef
 from remediation.target.services import SERVICE, ServiceSpec
@@ -242,6 +243,8 @@ class Target(_Strict):
     audit: AuditConfig | None = None
     #: The people who may start risky runs and approve their steps, by handle.
     people: dict[str, Person] = {}
+    #: Who is told when an incident stays open (seed 001's matrix), and postmortem deadlines.
+    escalation: Escalation = Escalation()
     #: Services restart-service may restart, by name: their instances, commands and health checks.
     services: dict[str, ServiceSpec] = {}
     #: Where block-source blocks abusive sources, the access log it reads, the offender rule (target/edge.py).

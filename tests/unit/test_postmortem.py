@@ -53,3 +53,17 @@ def test_the_template_is_filled_from_the_records() -> None:
     assert "## Resolution\nall-clear" in text and "due 2026-11-27" in text
     for heading in ("## Impact", "## Root Cause", "## Detection", "## Action Items (must have owners + due dates)"):
         assert heading in text
+
+
+def test_escalations_join_the_timeline_and_the_target_sets_the_deadline() -> None:
+    from remediation.domain.escalation import PostmortemDue, due_rule
+
+    text = render_postmortem("INC-9", "SEV1", "deposits failing", RECORDS, authors=["alice"],
+                             escalated=["2026-11-20T09:31:00+00:00 escalated to engineering-manager (Erin) after 30 "
+                                        "min open"],
+                             due_rule=due_rule("SEV1", PostmortemDue(hours=48)))
+    lines = text.splitlines()
+    at = lines.index("- 2026-11-20 09:31:00 — escalated to engineering-manager (Erin) after 30 min open")
+    assert "rollback: reverted" in lines[at - 1], "in time order, after the rollback"
+    assert ("Postmortem due: 2026-11-22 09:00 UTC (48 hours after 2026-11-20 09:00 UTC, the target's rule for "
+            "SEV1).") in text
