@@ -25,7 +25,7 @@ from remediation.domain.sources import (
 from remediation.errors import BadInputError
 from remediation.flowkit.approve import Proposal, approve_until_stable
 from remediation.flowkit.change_log import log_intent, log_outcome
-from remediation.flowkit.initiator import verify_initiator
+from remediation.flowkit.initiator import not_confirmed, verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -124,8 +124,7 @@ def block_source(
 
     initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
     if initiator is None:
-        return Completed(message=f"not applied: {initiated_by} did not confirm starting this run; nothing changed",
-                         data={"outcome": "timeout"})
+        return not_confirmed(initiated_by)
     # The access log as it is, in S3, before anyone is blocked (seed 002 §3.7 step 5: preserve evidence).
     evidence_before, before = evidence_first(incident_id, inv.name, evidence_profile, initiated_by)
     if evidence_before is None:

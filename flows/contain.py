@@ -22,7 +22,7 @@ from remediation.domain.levers import (
 from remediation.errors import BadInputError
 from remediation.flowkit.approve import Proposal, approve_until_stable
 from remediation.flowkit.change_log import incident_changes, log_intent, log_outcome
-from remediation.flowkit.initiator import verify_initiator
+from remediation.flowkit.initiator import not_confirmed, verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -145,8 +145,7 @@ def contain(
 
     initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
     if initiator is None:
-        return Completed(message=f"not applied: {initiated_by} did not confirm starting this run; nothing changed",
-                         data={"outcome": "timeout"})
+        return not_confirmed(initiated_by)
 
     def put_in_place_meanwhile(p: Proposal[LeverChange]) -> State | None:
         return Completed(message=f"{lever} was put in place by someone else meanwhile; nothing applied",

@@ -15,7 +15,7 @@ from flows.capture_evidence import evidence_first
 from remediation.domain.backends import BackendPlan, SystemKind, plan_backends, summary_markdown
 from remediation.errors import BadInputError
 from remediation.flowkit.approve import Proposal, approve_until_stable
-from remediation.flowkit.initiator import verify_initiator
+from remediation.flowkit.initiator import not_confirmed, verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -92,8 +92,7 @@ def kill_long_queries(
 
     initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
     if initiator is None:
-        return Completed(message=f"not applied: {initiated_by} did not confirm starting this run; nothing changed",
-                         data={"outcome": "timeout"})
+        return not_confirmed(initiated_by)
     # The database as it is, in S3, before anything is stopped (seed 003: capture before mitigating).
     evidence_before, before = evidence_first(incident_id, inv.name, evidence_profile, initiated_by)
     if evidence_before is None:

@@ -21,7 +21,7 @@ from remediation.domain.reconcile import (
 )
 from remediation.evidence.writer import BundleWriter, FileBody
 from remediation.flowkit.approve import Proposal, approve_until_stable
-from remediation.flowkit.initiator import verify_initiator
+from remediation.flowkit.initiator import not_confirmed, verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -215,8 +215,7 @@ def reconcile(
 
     initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
     if initiator is None:
-        return Completed(message=f"not applied: {initiated_by} did not confirm starting this run; nothing changed",
-                         data={"outcome": "timeout", **base})
+        return not_confirmed(initiated_by, "not applied", **base)
     replans = 0
     latest = Proposal((plan, evidence), plan.shown(), summary)
 

@@ -23,7 +23,7 @@ from remediation.domain.levers import (
 )
 from remediation.flowkit.approve import Proposal, approve_until_stable
 from remediation.flowkit.change_log import incident_changes, log_intent, log_outcome, undoable
-from remediation.flowkit.initiator import verify_initiator
+from remediation.flowkit.initiator import not_confirmed, verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -121,8 +121,7 @@ def recover(
     effects: list[dict[str, Any]] = []
     initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
     if initiator is None:
-        return Completed(message=f"not recovered: {initiated_by} did not confirm starting this run; nothing changed",
-                         data={"outcome": "timeout"})
+        return not_confirmed(initiated_by, "not recovered")
     if undo:
         locked = {c.resource for c in undo}
 

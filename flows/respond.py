@@ -22,7 +22,7 @@ from flows.verify_round_trip import verify_round_trip
 from remediation.domain.reconcile import Scope
 from remediation.domain.rollback import CommitSha
 from remediation.flowkit.incident_loop import Loop, Step
-from remediation.flowkit.initiator import verify_initiator
+from remediation.flowkit.initiator import not_confirmed, verify_initiator
 from remediation.flowkit.params import (
     ApprovalTimeout,
     DryRunRisky,
@@ -83,8 +83,7 @@ def respond(
         # Acknowledging is proving who you are: every risky step of the loop then trusts this run's check.
         initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
         if initiator is None:
-            return Completed(message=f"not started: {initiated_by} did not confirm starting this run; nothing changed",
-                             data={"outcome": "timeout", "steps": [], "all_clear": False, "stopped_at": "acknowledge"})
+            return not_confirmed(initiated_by, "not started", steps=[], all_clear=False, stopped_at="acknowledge")
     loop = Loop(inv, incident_id, severity, title, impact, status_interval_s, pattern)
     acknowledged = datetime.now(UTC)
     create_markdown_artifact(

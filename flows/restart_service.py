@@ -16,7 +16,7 @@ from remediation.domain.restarts import RestartPlan, plan_restart, summary_markd
 from remediation.domain.text import md_inline
 from remediation.errors import BadInputError
 from remediation.flowkit.approve import Proposal, approve_until_stable
-from remediation.flowkit.initiator import verify_initiator
+from remediation.flowkit.initiator import not_confirmed, verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -95,8 +95,7 @@ def restart_service(
 
     initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
     if initiator is None:
-        return Completed(message=f"not restarted: {initiated_by} did not confirm starting this run; nothing changed",
-                         data={"outcome": "timeout"})
+        return not_confirmed(initiated_by, "not restarted")
     # Seed 003: "Do NOT restart a service before capturing its logs": stored in S3 before it is even offered.
     evidence, before = evidence_first(incident_id, inv.name, evidence_profile, initiated_by)
     if evidence is None:

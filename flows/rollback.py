@@ -13,7 +13,7 @@ from pydantic import Field
 from flows.verify_round_trip import verify_round_trip
 from remediation.domain.rollback import CommitSha, RevertPlan, revert_message, summary_markdown
 from remediation.flowkit.approve import Proposal, approve_until_stable
-from remediation.flowkit.initiator import verify_initiator
+from remediation.flowkit.initiator import not_confirmed, verify_initiator
 from remediation.flowkit.locks import target_lock
 from remediation.flowkit.params import (
     ApprovalTimeout,
@@ -113,8 +113,7 @@ def rollback(
 
     initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
     if initiator is None:
-        return Completed(message=f"not rolled back: {initiated_by} did not confirm starting this run; nothing changed",
-                         data={**result, "outcome": "timeout"})
+        return not_confirmed(initiated_by, "not rolled back", **result)
     step = "rollback-override-age" if plan.too_old else "rollback"
     with target_lock(inv, f"release:{inv.git.deploy_host}", wait_s=lock_wait_s):
         # The approval holds only for the plan it saw (someone may have reverted or pushed meanwhile).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 from prefect import get_run_logger
@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from pydantic import BaseModel, Field
 
 from remediation.errors import BadInputError
@@ -27,7 +28,7 @@ from remediation.records.identity_uses import IdentityUses
 from remediation.target import connect
 from remediation.target.inventory import Target
 
-__all__ = ["IdentityForm", "VerifiedInitiator", "verify_initiator"]
+__all__ = ["IdentityForm", "VerifiedInitiator", "not_confirmed", "verify_initiator"]
 
 
 class IdentityForm(RunInput):
@@ -42,6 +43,12 @@ class VerifiedInitiator(BaseModel):
     handle: str
     verified_by: Literal["totp", "ssh-signature", "parent-run", "not-required"]
     at: datetime
+
+
+def not_confirmed(handle: str, what: str = "not applied", **data: Any) -> State:
+    """The run's end when its initiator did not confirm starting it: `Completed`, nothing changed."""
+    return Completed(message=f"{what}: {handle} did not confirm starting this run; nothing changed",
+                     data={**data, "outcome": "timeout"})
 
 
 def verify_initiator(target: Target, handle: str, *, timeout_s: float) -> VerifiedInitiator | None:
