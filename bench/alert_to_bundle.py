@@ -137,6 +137,17 @@ def shell_script(workdir: Path) -> str:
                                                str(spec.params["limit"]), "--date=iso-strict"]) + f" >> {out} 2>&1")
         elif spec.kind in ("service-log", "command"):
             lines.append(ssh(spec.host or "", spec.argv) + f" > {out} 2>&1")
+        elif spec.kind in ("redis-info", "redis-bigkeys") and prof.redis is not None:
+            r = prof.redis
+            ask = ["INFO", "everything"] if spec.kind == "redis-info" else ["--bigkeys"]
+            auth = f"REDISCLI_AUTH={shlex.quote(r.password.resolve().get_secret_value())} " if r.password else ""
+            lines.append(f"{auth}{shlex.join(['redis-cli', '-h', r.address, '-p', str(r.port), *ask])} > {out} 2>&1")
+        elif spec.kind == "rabbitmq" and prof.rabbitmq is not None:
+            q = prof.rabbitmq
+            login = f'user = "{q.user}:{q.password.resolve().get_secret_value()}"'
+            url = str(q.url).rstrip("/") + "/api/queues"
+            lines.append(f"printf '%s\\n' {shlex.quote(login)} | curl -sS -K - -m {q.timeout_s:g} "
+                         f"{shlex.quote(url)} > {out}")
         else:
             raise SystemExit(f"no shell equivalent for collector kind {spec.kind}")
     aws = f"aws --endpoint-url {shlex.quote(str(ev.endpoint_url))} --region {ev.region} s3"

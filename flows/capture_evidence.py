@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
+from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from remediation.clients.evidence_store import sha256_file
@@ -33,6 +34,7 @@ from remediation.evidence.collectors import GRACE_S, CollectorSpec, plan_collect
 from remediation.evidence.redact import Redactor
 from remediation.evidence.scrub import for_target
 from remediation.evidence.writer import BundleWriter
+from remediation.flowkit.engine import prestarted_threads
 from remediation.flowkit.futures import failure_reason, settle_all
 from remediation.flowkit.params import DryRunRead, IncidentId, Initiator, TargetName, described
 from remediation.flowkit.run_context import tag_current_run
@@ -59,7 +61,8 @@ TASKS: dict[str, Any] = {
 }
 
 
-@flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True)
+@flow(name=RUNBOOK, description=runbook_text(RUNBOOK), validate_parameters=True,
+      task_runner=prestarted_threads(16))  # the default profile's collectors, at once
 @described
 def capture_evidence(
     incident_id: IncidentId,
@@ -95,10 +98,11 @@ def capture_evidence(
                           flow_run_id=str(flow_run.get_id()) if flow_run.get_id() else None,
                           flow_run_name=flow_run.get_name(), redactor=redactor)
     directory = bundle.directory
-    runnable = [s for s in specs if s.configured]
+    # Slowest first (SSH sessions), so the quick reads finish inside their shadow.
+    runnable = sorted((s for s in specs if s.configured), key=lambda s: s.host is None)
     futures = {
         s.name: TASKS[s.kind].with_options(timeout_seconds=s.timeout_s + GRACE_S, task_run_name=f"capture-{s.name}")
-        .submit(inv, prof, s, str(directory))
+        .submit(quote(inv), quote(prof), quote(s), str(directory))  # plain values: not walked for futures
         for s in runnable
     }
     try:

@@ -28,8 +28,16 @@ from sandbox.stack.prefect_server import prefect_client_env
 ONCALL, LEAD = "oncall-alice", "lead-bob"
 
 
+_CLOCK = {"t0": time.monotonic()}
+
+
+def _at() -> str:
+    """Time since the drill started, so a reader sees where the minutes go."""
+    return f"[+{time.monotonic() - _CLOCK['t0']:5.1f} s]"
+
+
 def say(text: str) -> None:
-    print(f"\n== {text}", flush=True)
+    print(f"\n== {_at()} {text}", flush=True)
 
 
 def _alert(incident_hint: str) -> dict[str, Any]:
@@ -82,10 +90,10 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
             if step == "verify-initiator":
                 # As in the UI: the on-call types the code their authenticator shows.
                 confirm_initiator(paused.id, handle=ONCALL, code=people.current_code(ONCALL))
-                print(f"\n-- {ONCALL} confirms starting {paused.name} with her 6-digit code")
+                print(f"\n-- {_at()} {ONCALL} confirms starting {paused.name} with her 6-digit code")
                 continue
             plan = str(pending_form(paused)["description"] or "")
-            print(f"\n-- {LEAD} reviews `{step}` ({paused.name}):")
+            print(f"\n-- {_at()} {LEAD} reviews `{step}` ({paused.name}):")
             print("   " + "\n   ".join(plan.splitlines()[:14]))
             # As from the CLI (`remediation.cli approve --sign-key`): an answer signed with his SSH key.
             answer(paused.id, decision="approve", approver=LEAD, reason=f"SEV1 drill: {step} reviewed",
@@ -125,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from remediation.target.inventory import load_target
     from sandbox import faults
 
-    started = time.monotonic()
+    started = _CLOCK["t0"] = time.monotonic()
     say("1. faults: a bad commit deployed, three buckets drifted")
     # From the seeded state: a lever left on by an earlier exploration would be "already in place", not ours.
     faults.reset(info.platform_dsn.get_secret_value())
@@ -162,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }))
     run = _approve_until_done(incident_id, respond.id, args.timeout - (time.monotonic() - started))
     result = run.state.result(raise_on_failure=False) if run.state else {}
-    print(f"\nrespond: {run.state.name} — {run.state.message}")
+    print(f"\n{_at()} respond: {run.state.name} — {run.state.message}")
     for row in (result or {}).get("steps", []):
         print(f"  {row['step']:<18} {row['outcome']:<22} {row['message'][:90]}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -34,6 +35,8 @@ _SECRET_NAME = re.compile(r"secret|token|passw|credential|dsn|private|api_?key",
 MAX_RUNS = 2000
 #: The server's page size limit.
 _PAGE = 200
+#: Runs read at once (each is a few API round trips and one stored result).
+_READERS = 8
 
 
 def mask_parameters(params: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
@@ -116,42 +119,46 @@ def _result(run: FlowRun, redact: Callable[[str], str]) -> Any:
 def flow_run_records(client: SyncPrefectClient, runs: list[FlowRun],
                      redact: Callable[[str], str]) -> list[tuple[str, dict[str, Any]]]:
     """(kind, data) for each flow run, then its task runs and artifacts, in start order."""
-    items: list[tuple[str, dict[str, Any]]] = []
-    flows: dict[UUID, str] = {}
-    deployments: dict[UUID, str] = {}
-    for run in runs:
-        if run.flow_id not in flows:
-            flows[run.flow_id] = client.read_flow(run.flow_id).name
-        deployment = None
-        if run.deployment_id is not None:
-            if run.deployment_id not in deployments:
-                deployments[run.deployment_id] = client.read_deployment(run.deployment_id).name
-            deployment = deployments[run.deployment_id]
-        states = sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
-        items.append(("flow-run", _scrub({
-            "id": str(run.id), "name": run.name, "flow": flows[run.flow_id], "tags": sorted(run.tags),
-            "trigger": trigger_of(run, deployment),
-            "parameters": mask_parameters(run.parameters or {}, redact),
-            "states": [_state(s) for s in states],
-            "final": {"type": run.state_type.value if run.state_type else None, "name": run.state_name,
-                      "message": (run.state.message or "") if run.state else None},
-            "result": _result(run, redact),
+    flow_ids = {run.flow_id for run in runs}
+    deployment_ids = {run.deployment_id for run in runs if run.deployment_id is not None}
+    # Each run needs four reads and its stored result; an incident has a dozen runs or more, and one
+    # after another they made the postmortem and the audit export wait seconds on round trips.
+    with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        flows = dict(zip(flow_ids, pool.map(lambda i: client.read_flow(i).name, flow_ids), strict=True))
+        deployments = dict(zip(deployment_ids, pool.map(lambda i: client.read_deployment(i).name, deployment_ids),
+                               strict=True))
+        per_run = pool.map(lambda run: _run_records(client, run, flows, deployments, redact), runs)
+        return [item for items in per_run for item in items]
+
+
+def _run_records(client: SyncPrefectClient, run: FlowRun, flows: dict[UUID, str], deployments: dict[UUID, str],
+                 redact: Callable[[str], str]) -> list[tuple[str, dict[str, Any]]]:
+    deployment = deployments[run.deployment_id] if run.deployment_id is not None else None
+    states = sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
+    items: list[tuple[str, dict[str, Any]]] = [("flow-run", _scrub({
+        "id": str(run.id), "name": run.name, "flow": flows[run.flow_id], "tags": sorted(run.tags),
+        "trigger": trigger_of(run, deployment),
+        "parameters": mask_parameters(run.parameters or {}, redact),
+        "states": [_state(s) for s in states],
+        "final": {"type": run.state_type.value if run.state_type else None, "name": run.state_name,
+                  "message": (run.state.message or "") if run.state else None},
+        "result": _result(run, redact),
+    }, redact))]
+    task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    for tr in sorted(task_runs, key=lambda t: (t.start_time or t.expected_start_time or t.created or 0, t.name)):
+        items.append(("task-run", _scrub({
+            "id": str(tr.id), "flow_run_id": str(run.id), "name": tr.name, "run_count": tr.run_count,
+            "start": _iso(tr.start_time), "end": _iso(tr.end_time),
+            "state": tr.state_type.value if tr.state_type else None, "state_name": tr.state_name,
+            "message": (tr.state.message or "") if tr.state else None,
         }, redact)))
-        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-        for tr in sorted(task_runs, key=lambda t: (t.start_time or t.expected_start_time or t.created or 0, t.name)):
-            items.append(("task-run", _scrub({
-                "id": str(tr.id), "flow_run_id": str(run.id), "name": tr.name, "run_count": tr.run_count,
-                "start": _iso(tr.start_time), "end": _iso(tr.end_time),
-                "state": tr.state_type.value if tr.state_type else None, "state_name": tr.state_name,
-                "message": (tr.state.message or "") if tr.state else None,
-            }, redact)))
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
-        )
-        for a in sorted(artifacts, key=lambda a: a.created or 0):
-            kind = "approval" if (a.key or "").startswith("approval-") else "artifact"
-            items.append((kind, _scrub({
-                "flow_run_id": str(run.id), "key": a.key, "type": a.type, "created": _iso(a.created),
-                "description": a.description, "data": str(a.data),
-            }, redact)))
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+    )
+    for a in sorted(artifacts, key=lambda a: a.created or 0):
+        kind = "approval" if (a.key or "").startswith("approval-") else "artifact"
+        items.append((kind, _scrub({
+            "flow_run_id": str(run.id), "key": a.key, "type": a.type, "created": _iso(a.created),
+            "description": a.description, "data": str(a.data),
+        }, redact)))
     return items

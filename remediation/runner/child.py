@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from remediation.flowkit.engine import runner_settings
+
 __all__ = ["child_main", "code_stamp", "project_sources"]
 
 
@@ -87,5 +89,6 @@ def child_main(entrypoints: Sequence[str], preload: Sequence[str], warm_calls: S
             raise
         # The final state, not its result: a runbook's Failed state carries a dict for the record, and asking
         # for the result of a Failed state raises (TypeError for a dict) after the run is already final.
-        run_flow(flow, flow_run=flow_run, error_logger=run_logger, return_type="state")  # type: ignore[arg-type]
+        with runner_settings():  # this replica heartbeats the run itself
+            run_flow(flow, flow_run=flow_run, error_logger=run_logger, return_type="state")  # type: ignore[arg-type]
     return 0

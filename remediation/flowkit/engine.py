@@ -1,0 +1,67 @@
+"""How our flows use Prefect's engine where its defaults cost an incident seconds.
+
+* `PrestartedThreadPool`: Prefect's thread-pool task runner starts one OS thread per
+  submission, lazily. `Thread.start()` waits for the new thread to run, and while the
+  tasks already submitted hold the GIL that handshake costs tens of milliseconds each: a
+  capture's sixteen collectors spent 0.4 s just being submitted. The pool's threads are
+  started before the first task instead, while nothing competes for the GIL.
+* `runner_settings()`: Prefect's engine heartbeat thread sleeps in one-second slices and
+  every flow run (subflows too) joins it on exit, 0.5 s on average, even though our warm
+  runners heartbeat their runs themselves every 5 s (`remediation.runner.liveness`, the
+  same `prefect.flow-run.heartbeat` event the crash automation watches). A run executed
+  by a warm runner therefore runs with the engine's own heartbeat off.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, Self, cast
+
+from prefect.futures import PrefectFuture
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+__all__ = ["PrestartedThreadPool", "prestarted_threads", "runner_settings"]
+
+
+class PrestartedThreadPool(ThreadPoolTaskRunner[Any]):
+    """`ThreadPoolTaskRunner` whose first `threads` workers exist before the first submission."""
+
+    def __init__(self, max_workers: int | None = None, threads: int = 16) -> None:
+        super().__init__(max_workers=max_workers)
+        self._threads = max(0, min(threads, self._max_workers))
+
+    def duplicate(self) -> PrestartedThreadPool:
+        return type(self)(max_workers=self._max_workers, threads=self._threads)
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        assert self._executor is not None
+        if self._threads:
+            # Each worker blocks on the barrier, so the executor cannot hand two warm-ups to one
+            # thread: exactly `threads` workers are started, then all return to idle together.
+            gate = threading.Barrier(self._threads + 1, timeout=5.0)
+            for _ in range(self._threads):
+                self._executor.submit(_wait_quietly, gate)
+            _wait_quietly(gate)  # a slow start only costs the speed-up, never the run
+        return self
+
+
+def prestarted_threads(threads: int) -> TaskRunner[PrefectFuture[Any]]:
+    """A flow's `task_runner=`: `threads` workers started up front."""
+    # Prefect annotates `task_runner` with the base future type; its own thread pool does not match it either.
+    return cast(TaskRunner[PrefectFuture[Any]], PrestartedThreadPool(threads=threads))
+
+
+def _wait_quietly(gate: threading.Barrier) -> None:
+    with suppress(threading.BrokenBarrierError):
+        gate.wait()
+
+
+@contextmanager
+def runner_settings() -> Iterator[None]:
+    """Settings for a flow run executed by a warm runner (see the module docstring)."""
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
