@@ -1,7 +1,7 @@
 """capture-evidence figures against the running sandbox stack. Prints numbers; not a test.
 
     eval "$(uv run python -m sandbox.stack env)"
-    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256]
+    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256] [--large-only]
 
 1. The flow (in-process, concurrent collectors, upload + verify) vs the same collectors
    called one after another as plain Python (no Prefect), same run, same machine.
@@ -83,8 +83,15 @@ def large_log(mib: int) -> dict[str, float]:
 
 
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    mib = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    runs = int(args[0]) if args else 5
+    mib = int(args[1]) if len(args) > 1 else 256
+    if "--large-only" not in sys.argv:
+        flow_figures(runs)
+    large_log_figures(mib)
+
+
+def flow_figures(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["RP_EVIDENCE_DIR"] = tmp
         flow_once()  # warm-up: imports, first connection, Prefect client
@@ -94,13 +101,19 @@ def main() -> None:
     print(f"  flow (concurrent, in-process): median {statistics.median(flows):.2f} s  p95 {_pct(flows, 0.95):.2f} s")
     print(f"  sequential plain python:       median {statistics.median(seq):.2f} s  p95 {_pct(seq, 0.95):.2f} s")
     print(f"  ratio flow/sequential (median): {statistics.median(flows) / statistics.median(seq):.2f}")
+
+
+def large_log_figures(mib: int) -> None:
+    load = os.getloadavg()[0]
     big = large_log(mib)
     total = big["collect_s"] + big["upload_s"]
-    print(f"large log, {mib} MiB collected over SSH + redacted + uploaded")
+    size = big["bytes"] / 2**20
+    print(f"large log, {mib} MiB collected over SSH + redacted + uploaded (load average {load:.1f} before)")
     print(f"  peak RSS {big['peak'] / 2**20:.0f} MB (after imports {big['base'] / 2**20:.0f} MB, "
           f"growth {(big['peak'] - big['base']) / 2**20:.0f} MB)")
-    print(f"  collect {big['collect_s']:.1f} s ({big['bytes'] / 2**20 / big['collect_s']:.1f} MiB/s), "
-          f"upload {big['upload_s']:.1f} s, total {big['bytes'] / 2**20 / total:.1f} MiB/s")
+    print(f"  collect {big['collect_s']:.1f} s ({size / big['collect_s']:.1f} MiB/s, "
+          f"{big['collect_cpu_s']:.1f} s CPU), upload {big['upload_s']:.1f} s ({size / big['upload_s']:.1f} MiB/s, "
+          f"{big['upload_cpu_s']:.1f} s CPU here), total {size / total:.1f} MiB/s")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,13 @@ The SHA-256 of every object is computed locally by streaming the file and stored
 the object's metadata (`sha256`), because S3's own SHA256 checksum of a multipart
 upload is a checksum of part checksums, not of the file; an auditor re-verifies by
 streaming the object back and hashing it (`verify`).
+
+A file up to `SINGLE_PUT_MAX` goes up in one streamed PutObject that carries that same
+SHA-256 as its checksum: S3 refuses a body that does not hash to it, and the object's own
+checksum is then the file's hash. Larger files go multipart. Either way the file is read
+from disk as it is sent, never held in memory. A file an `EvidenceFile` has just written
+is not read a second time for its hash: the writer hands over the hash it computed as the
+bytes landed (`remember_sha256`), valid while the file's size, mtime and ctime are unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import base64
 import builtins
 import hashlib
 import hmac
+import os
 import re
 import threading
 from datetime import UTC, datetime, timedelta
@@ -55,12 +63,15 @@ __all__ = [
     "StoredObject",
     "make_s3_client",
     "map_boto_error",
+    "remember_sha256",
     "sha256_file",
 ]
 
 LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
 _CHUNK = 1024 * 1024
 _MIB = 1024 * 1024
+#: Larger files go multipart (S3 takes at most 5 GiB in one PUT; a retry then resends at most this).
+SINGLE_PUT_MAX = 4 * 1024 * _MIB
 _AUTH_CODES = frozenset({
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
     "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AuthorizationHeaderMalformed",
@@ -130,6 +141,34 @@ def sha256_file(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+#: (st_dev, st_ino) -> (size, mtime_ns, ctime_ns, sha256) of files whose writer hashed them.
+_recorded: dict[tuple[int, int], tuple[int, int, int, str]] = {}
+_recorded_lock = threading.Lock()
+_RECORDED_MAX = 4096
+
+
+def remember_sha256(path: Path, sha256_hex: str) -> None:
+    """Record the SHA-256 of the file its writer has just closed, as it hashed the bytes writing them.
+
+    `put_file` takes it instead of reading the file again while the file's size, mtime and ctime
+    are what they were now: any write, truncation, touch or chmod since changes the ctime."""
+    st = os.stat(path)
+    with _recorded_lock:
+        if len(_recorded) >= _RECORDED_MAX:
+            _recorded.clear()
+        _recorded[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha256_hex)
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    """(sha256, size): the recorded hash of a file unchanged since its writer closed it, else a fresh one."""
+    st = os.stat(path)
+    with _recorded_lock:
+        entry = _recorded.get((st.st_dev, st.st_ino))
+    if entry is not None and entry[:3] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        return entry[3], st.st_size
+    return sha256_file(path)
 
 
 def _check_key(key: str) -> str:
@@ -213,17 +252,19 @@ class S3EvidenceStore:
         self._lock_mode = object_lock_mode
         # Some S3-compatible endpoints reject flexible checksums; the metadata hash still holds.
         self._checksum = checksum_algorithm
+        # Multipart only above SINGLE_PUT_MAX, in 64 MiB parts two at a time: each part in flight is
+        # buffers and a connection, and the uploading process has a memory budget like any other.
         self._transfer = transfer_config or TransferConfig(
-            multipart_threshold=8 * _MIB, multipart_chunksize=8 * _MIB, max_concurrency=4
+            multipart_threshold=SINGLE_PUT_MAX, multipart_chunksize=64 * _MIB, max_concurrency=2
         )
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        """Upload `path` streaming (multipart above 8 MiB); an identical object already there is kept."""
+        """Upload `path` streaming (multipart above the threshold); an identical object already there is kept."""
         _check_key(key)
         path = Path(path)
         if not path.is_file():
             raise BadInputError(f"evidence file {path} does not exist or is not a file")
-        sha, size = sha256_file(path)
+        sha, size = _file_sha256(path)
         # A retried task must not upload twice: same key, same hash, same size is the same evidence.
         existing = self._head_or_none(key)
         if existing is not None and existing.sha256_hex == sha and existing.size == size:
@@ -252,11 +293,14 @@ class S3EvidenceStore:
         return stored
 
     def _put_small(self, key: str, path: Path, sha: str, size: int, extra: dict[str, Any]) -> StoredObject | None:
-        """One PutObject (no transfer manager and its threads per file). botocore sends the body's
-        SHA-256, S3 refuses a body that does not match it and answers with the checksum it stored:
-        that equal to our hash of the file is the read-back, no HEAD needed (the bundle is still
+        """One PutObject, the body streamed from disk (no transfer manager and its threads per file).
+        It carries our SHA-256 of the file as its checksum (so botocore does not read the file once
+        more to compute it): S3 refuses a body that does not hash to it and answers with the checksum
+        it stored: that equal to our hash is the read-back, no HEAD needed (the bundle is still
         streamed back and re-hashed by `verify`). None when the endpoint answered without a
         checksum (the caller then reads back with HEAD)."""
+        if extra.get("ChecksumAlgorithm") == "SHA256":
+            extra = {**extra, "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha)).decode()}
         try:
             with path.open("rb") as body:
                 resp = self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn, Protocol, Self, runtime_checkable
+from typing import Any, NoReturn, Protocol, Self, runtime_checkable
 
 import paramiko
 from pydantic import BaseModel, ConfigDict
@@ -34,8 +34,19 @@ __all__ = ["CommandResult", "LineRedaction", "OutputRedactor", "ParamikoHost", "
 
 #: After the exit status, how long to wait for the channel's EOF.
 _EOF_GRACE_S = 2.0
-_READ = 32 * 1024
 _TAIL = 2000
+#: The channel's receive window. paramiko's 2 MiB means a window adjust (a send from the reading
+#: thread, and a GIL hand-over) every 200 KiB read. The window is also what may sit unread in the
+#: channel's buffer while the reader is busy redacting: bounded memory, not a free knob. (A larger
+#: maximum packet would not help: sshd sends a session's output in packets of at most 32 KiB.)
+_WINDOW = 4 * 1024 * 1024
+#: One read takes whatever the channel holds, up to this: a large log moves in few, large calls.
+#: (Reading the whole window at once saves paramiko some copying but costs ~20 MB of transient
+#: strings downstream: decoded, joined, redacted, encoded.)
+_READ = 1024 * 1024
+#: AES-GCM first: one AEAD pass authenticates as it decrypts (no HMAC over every byte), in C via
+#: `cryptography`. paramiko's own order and set follow as fallbacks; nothing weaker is added.
+_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 class CommandResult(BaseModel):
@@ -110,6 +121,20 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
         )
 
 
+class _Transport(paramiko.Transport):
+    """paramiko's Transport with a larger window and AES-GCM preferred (see `_WINDOW`, `_CIPHERS`).
+
+    Host keys, key exchange and authentication are paramiko's own, unchanged."""
+
+    _preferred_ciphers = _CIPHERS + tuple(
+        c for c in paramiko.Transport._preferred_ciphers if c not in _CIPHERS  # type: ignore[attr-defined]
+    )
+
+    def __init__(self, sock: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("default_window_size", _WINDOW)
+        super().__init__(sock, **kwargs)
+
+
 class LineRedaction(Protocol):
     """One output stream's redaction (`RedactionStream`): complete lines in, redacted text out."""
 
@@ -151,12 +176,18 @@ class _Capture:
             self._keep(data)
             if self._on_line is None and self._on_lines is None:
                 return
-        self._pending += self._decoder.decode(data)
-        cut = self._pending.rfind("\n")
-        if cut < 0:
-            return
-        complete, self._pending = self._pending[: cut + 1], self._pending[cut + 1 :]
-        self._out(complete)
+        text = self._decoder.decode(data)
+        if self._pending:
+            text = self._pending + text
+        cut = text.rfind("\n") + 1
+        if cut == len(text):  # the common case for a large read: no copy
+            self._pending = ""
+            self._out(text)
+        elif cut:
+            self._pending = text[cut:]
+            self._out(text[:cut])
+        else:
+            self._pending = text
 
     def finish(self) -> str:
         if self._redact is not None or self._on_line is not None or self._on_lines is not None:
@@ -181,6 +212,10 @@ class _Capture:
             self._hand_out(complete)
 
     def _keep(self, data: bytes) -> None:
+        if len(data) >= self._cap:  # a large read: only its tail can stay
+            self.truncated = self.truncated or len(data) > self._cap or bool(self._buf)
+            self._buf = bytearray(data[len(data) - self._cap :])
+            return
         self._buf += data
         if len(self._buf) > self._cap:
             del self._buf[: len(self._buf) - self._cap]
@@ -256,6 +291,7 @@ class ParamikoHost:
                 self.address, port=self.port, username=self.user, key_filename=self._key_path,
                 timeout=self._connect_timeout, banner_timeout=self._connect_timeout,
                 auth_timeout=self._connect_timeout, allow_agent=False, look_for_keys=False,
+                transport_factory=_Transport,
             )
         except BaseException as exc:
             client.close()

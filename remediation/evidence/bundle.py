@@ -17,7 +17,9 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from remediation.clients.evidence_store import EvidenceStore, sha256_file
+from remediation.clients.evidence_store import EvidenceStore, remember_sha256, sha256_file
 from remediation.errors import BadInputError, RetryableError
 from remediation.evidence.redact import RedactionStream, Redactor
 
@@ -57,6 +59,10 @@ SCHEMA = "rp-evidence-bundle/1"
 _FILE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,120}$")
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 Status = Literal["ok", "failed", "not_configured"]
+#: An evidence file this large is written behind (`EvidenceFile`); a small one never starts a thread.
+_BEHIND_AFTER = 4 * 1024 * 1024
+#: Redacted chunks (each what one `write` produced) queued for the writer thread at most.
+_BEHIND_QUEUE = 4
 
 
 def evidence_root() -> Path:
@@ -130,7 +136,14 @@ class UploadRecord(BaseModel):
 
 
 class EvidenceFile:
-    """A bundle file written through redaction, hashed as it is written; never held whole in memory."""
+    """A bundle file written through redaction, hashed as it is written; never held whole in memory.
+
+    A large file is written behind: once `_BEHIND_AFTER` bytes have landed, encoding, writing and
+    hashing move to a thread of their own (a bounded queue between, so memory stays bounded), and
+    the caller's thread is left to redact while the disk and SHA-256 (both release the GIL) run
+    beside it. The bytes, their order and the hash are the same either way; `close` waits for the
+    last of them, and an error of the writer (a full disk) is raised by the next `write` or `close`.
+    """
 
     def __init__(self, path: Path, redactor: Redactor) -> None:
         if not _FILE.fullmatch(path.name):
@@ -141,6 +154,9 @@ class EvidenceFile:
         self._stream: RedactionStream = redactor.stream()
         self._digest = hashlib.sha256()
         self.bytes = 0
+        self._behind: queue.Queue[str | None] | None = None
+        self._writer: threading.Thread | None = None
+        self._failed: BaseException | None = None
 
     def write(self, text: str) -> None:
         self._emit(self._stream.feed(text))
@@ -162,19 +178,63 @@ class EvidenceFile:
         self.write(buf.getvalue())
 
     def _emit(self, text: str) -> None:
-        if text:
-            data = text.encode("utf-8", errors="surrogateescape")
-            self._fh.write(data)
-            self._digest.update(data)
-            self.bytes += len(data)
+        if self._failed is not None:
+            raise self._failed
+        if not text:
+            return
+        if self._behind is not None:
+            self._behind.put(text)
+            return
+        self._land(text)
+        if self.bytes >= _BEHIND_AFTER and self._writer is None:
+            self._behind = queue.Queue(_BEHIND_QUEUE)
+            self._writer = threading.Thread(target=self._write_behind, name=f"evidence-writer-{self.path.name}",
+                                            daemon=True)
+            self._writer.start()
+
+    def _land(self, text: str) -> None:
+        data = text.encode("utf-8", errors="surrogateescape")
+        self._fh.write(data)
+        self._digest.update(data)
+        self.bytes += len(data)
+
+    def _write_behind(self) -> None:
+        assert self._behind is not None
+        while (text := self._behind.get()) is not None:
+            if self._failed is None:
+                try:
+                    self._land(text)
+                except BaseException as exc:  # kept for the caller's thread; keep draining so it never blocks
+                    self._failed = exc
+
+    def _drain(self) -> None:
+        if self._writer is not None:
+            assert self._behind is not None
+            self._behind.put(None)
+            self._writer.join()
+            self._writer, self._behind = None, None
 
     def close(self) -> tuple[int, str, dict[str, int]]:
         """Flush the tail, fsync, and return (bytes, sha256, redactions by rule)."""
         if not self._fh.closed:
-            self._emit(self._stream.finish())
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            try:
+                if self._failed is None:
+                    tail = self._stream.finish()
+                    if self._behind is not None:
+                        if tail:
+                            self._behind.put(tail)
+                    elif tail:
+                        self._land(tail)
+                self._drain()
+                if self._failed is not None:
+                    raise self._failed
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            finally:
+                self._drain()
+                self._fh.close()
+            # put_file can take this hash instead of reading the file again (see `remember_sha256`).
+            remember_sha256(self.path, self._digest.hexdigest())
         return self.bytes, self._digest.hexdigest(), {k: v for k, v in self._stream.counts.items() if v}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import tracemalloc
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from boto3.s3.transfer import TransferConfig
 from pydantic import SecretStr
 
 from remediation.clients import EvidenceStore, S3EvidenceStore, make_s3_client
@@ -81,16 +83,24 @@ def test_a_tampered_object_fails_verify(
     assert not store.verify(stored.key, stored.sha256_hex)
 
 
-def test_a_20_mib_file_uploads_multipart_without_being_read_into_memory(
-    store: S3EvidenceStore, s3: S3Client, stack: StackInfo, prefix: str, tmp_path: Path
-) -> None:
-    path = tmp_path / "big.log"
+def _random_file(path: Path, mib: int) -> str:
     digest = hashlib.sha256()
     with path.open("wb") as fh:
-        for _ in range(20):
+        for _ in range(mib):
             block = os.urandom(MIB)
             digest.update(block)
             fh.write(block)
+    return digest.hexdigest()
+
+
+def test_a_20_mib_file_uploads_multipart_without_being_read_into_memory(
+    s3: S3Client, stack: StackInfo, prefix: str, tmp_path: Path
+) -> None:
+    # Multipart is for files above SINGLE_PUT_MAX; a small threshold exercises the same path.
+    store = S3EvidenceStore(s3, stack.s3_bucket, transfer_config=TransferConfig(
+        multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_concurrency=2))
+    path = tmp_path / "big.log"
+    sha = _random_file(path, 20)
     store.exists(prefix + "warm-up")  # botocore loads endpoint rules on the first request; not the upload's cost
     tracemalloc.start()
     try:
@@ -98,12 +108,53 @@ def test_a_20_mib_file_uploads_multipart_without_being_read_into_memory(
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert stored.size == 20 * MIB and stored.sha256_hex == digest.hexdigest()
+    assert stored.size == 20 * MIB and stored.sha256_hex == sha
     # Parts are streamed from disk: the peak stays far below the file's size.
     assert peak < 12 * MIB, f"peak traced memory {peak / MIB:.1f} MiB"
     etag = s3.head_object(Bucket=stack.s3_bucket, Key=stored.key)["ETag"].strip('"')
     assert etag.endswith("-3"), f"expected a 3-part multipart upload, ETag {etag}"
-    assert store.verify(stored.key, digest.hexdigest())
+    assert store.verify(stored.key, sha)
+
+
+def test_a_large_file_goes_up_in_one_streamed_put_whose_checksum_is_its_sha256(
+    store: S3EvidenceStore, s3: S3Client, stack: StackInfo, prefix: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.log"
+    sha = _random_file(path, 40)
+    store.exists(prefix + "warm-up")
+    tracemalloc.start()
+    try:
+        stored = store.put_file(prefix + "big.log", path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert stored.size == 40 * MIB and stored.sha256_hex == sha
+    assert peak < 4 * MIB, f"peak traced memory {peak / MIB:.1f} MiB"  # streamed from disk, not read whole
+    head = s3.head_object(Bucket=stack.s3_bucket, Key=stored.key, ChecksumMode="ENABLED")
+    assert "-" not in head["ETag"].strip('"')  # one PUT, not multipart
+    assert head.get("ChecksumSHA256") == base64.b64encode(bytes.fromhex(sha)).decode()
+    assert store.verify(stored.key, sha)
+
+
+def test_a_file_an_evidence_file_wrote_is_not_hashed_again_unless_it_changed(
+    store: S3EvidenceStore, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from remediation.clients import evidence_store
+    from remediation.evidence.bundle import EvidenceFile
+    from remediation.evidence.redact import Redactor
+
+    out = EvidenceFile(tmp_path / "logs-a.log", Redactor())
+    out.write("line\n" * 1000)
+    _, sha, _ = out.close()
+    hashed: list[Path] = []
+    real = evidence_store.sha256_file
+    monkeypatch.setattr(evidence_store, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert store.put_file(prefix + "a.log", out.path).sha256_hex == sha and hashed == []
+    # Changed after it was written (same size even): hashed afresh, and the new content is what is stored.
+    out.path.write_text("LINE\n" * 1000)
+    changed = store.put_file(prefix + "b.log", out.path)
+    assert hashed == [out.path] and changed.sha256_hex == hashlib.sha256(b"LINE\n" * 1000).hexdigest()
+    assert store.verify(changed.key, str(changed.sha256_hex))
 
 
 def test_object_lock_retention_is_applied(s3: S3Client, stack: StackInfo, prefix: str, tmp_path: Path) -> None:
