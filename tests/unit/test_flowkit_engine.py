@@ -26,7 +26,8 @@ def test_the_pool_exists_before_the_first_submission_and_is_idle() -> None:
         gate = threading.Barrier(7, timeout=5)
         futures = [executor.submit(gate.wait) for _ in range(6)]
         gate.wait()
-        assert [f.result(timeout=5) for f in futures] != None
+        # The barrier only opens with all seven parties there: six at once, on six threads.
+        assert len({f.result(timeout=5) for f in futures}) == 6
         assert len(executor._threads) == 6
     assert runner._executor is None
 
