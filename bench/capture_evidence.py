@@ -1,7 +1,7 @@
 """capture-evidence figures against the running sandbox stack. Prints numbers; not a test.
 
     eval "$(uv run python -m sandbox.stack env)"
-    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256] [--large-only]
+    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256] [--large-only | --flow-only]
 
 1. The flow (in-process, concurrent collectors, upload + verify) vs the same collectors
    called one after another as plain Python (no Prefect), same run, same machine.
@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -27,8 +28,11 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def sequential_once(root: Path) -> float:
-    """The same collectors and upload, one after another, no Prefect engine: the 'shell script'."""
+def sequential_once(root: Path) -> dict[str, Any]:
+    """The same collectors and upload, one after another, no Prefect engine: the 'shell script'.
+
+    Returns the whole time and its parts: each collector's own time, and the upload with its
+    re-verification (as the flow does it)."""
     from uuid import uuid4
 
     from flows.capture_evidence import TASKS
@@ -44,27 +48,29 @@ def sequential_once(root: Path) -> float:
     run_id = str(uuid4())
     directory = root / "INC-BENCH-SEQ" / run_id
     directory.mkdir(parents=True)
-    records = []
+    records, each = [], {}
     for spec in plan_collectors(inv, prof):
         if spec.configured:
+            began = time.perf_counter()
             records.append(TASKS[spec.kind].fn(inv, prof, spec, str(directory)))
+            each[spec.name] = time.perf_counter() - began
     close_shared_hosts()  # as the flow does: one SSH connection per host for the run's collectors
     created = now()
     write_manifest(directory, Manifest(
         incident_id="INC-BENCH-SEQ", target=inv.name, environment=inv.environment, profile="default",
         run_id=run_id, flow_run_id=None, initiated_by="bench", created_at=created, s3_bucket=inv.evidence.bucket,
         s3_prefix=s3_prefix(inv.evidence.prefix, created, "INC-BENCH-SEQ", run_id), collectors=records))
+    began = time.perf_counter()
     upload_bundle(directory, connect.evidence_store(inv))
-    return time.perf_counter() - t0
+    upload = time.perf_counter() - began
+    return {"total": time.perf_counter() - t0, "collectors": each, "upload": upload}
 
 
 def flow_once() -> float:
     from flows.capture_evidence import capture_evidence
-    from remediation.flowkit.engine import runner_settings
 
     t0 = time.perf_counter()
-    with runner_settings():  # as a warm runner runs it
-        state = capture_evidence("INC-BENCH", initiated_by="bench", return_state=True)
+    state = capture_evidence("INC-BENCH", initiated_by="bench", return_state=True)
     elapsed = time.perf_counter() - t0
     if not state.is_completed():
         raise SystemExit(f"flow run did not complete: {state.message}")
@@ -88,19 +94,40 @@ def main() -> None:
     mib = int(args[1]) if len(args) > 1 else 256
     if "--large-only" not in sys.argv:
         flow_figures(runs)
-    large_log_figures(mib)
+    if "--flow-only" not in sys.argv:
+        large_log_figures(mib)
 
 
 def flow_figures(runs: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    from remediation.flowkit.engine import runner_settings
+
+    with tempfile.TemporaryDirectory() as tmp, runner_settings():  # as a warm runner runs the flow
         os.environ["RP_EVIDENCE_DIR"] = tmp
         flow_once()  # warm-up: imports, first connection, Prefect client
-        flows = [flow_once() for _ in range(runs)]
-        seq = [sequential_once(Path(tmp)) for _ in range(runs)]
-    print(f"capture-evidence, default sandbox profile, {runs} runs each")
-    print(f"  flow (concurrent, in-process): median {statistics.median(flows):.2f} s  p95 {_pct(flows, 0.95):.2f} s")
-    print(f"  sequential plain python:       median {statistics.median(seq):.2f} s  p95 {_pct(seq, 0.95):.2f} s")
-    print(f"  ratio flow/sequential (median): {statistics.median(flows) / statistics.median(seq):.2f}")
+        sequential_once(Path(tmp))
+        flows, seq = [], []
+        for _ in range(runs):  # alternated, so both see the same machine
+            flows.append(flow_once())
+            seq.append(sequential_once(Path(tmp)))
+    med = statistics.median
+    each = {name: med(s["collectors"][name] for s in seq) for name in seq[0]["collectors"]}
+    upload = med(s["upload"] for s in seq)
+    slowest = max(each, key=lambda n: each[n])
+    floor = each[slowest] + upload
+    flow, plain = med(flows), med(s["total"] for s in seq)
+    print(f"capture-evidence, default sandbox profile, {runs} runs each, alternated "
+          f"(load average {os.getloadavg()[0]:.1f} after)")
+    print("  each collector alone (sequential run, median):")
+    for name in sorted(each, key=lambda n: -each[n]):
+        print(f"    {name:<24} {each[name] * 1000:6.0f} ms")
+    print(f"    {'(sum)':<24} {sum(each.values()) * 1000:6.0f} ms")
+    print(f"  upload + stream back + re-hash, {len(each) + 1} objects: {upload * 1000:.0f} ms")
+    print(f"  floor = slowest collector ({slowest}) + upload and re-verification: {floor:.2f} s")
+    print(f"  flow (concurrent, in-process, as a warm runner runs it): median {flow:.2f} s  "
+          f"p95 {_pct(flows, 0.95):.2f} s")
+    print(f"  sequential plain python:                                  median {plain:.2f} s  "
+          f"p95 {_pct([s['total'] for s in seq], 0.95):.2f} s")
+    print(f"  ratio flow/sequential (median): {flow / plain:.2f}   flow/floor: {flow / floor:.2f}")
 
 
 def large_log_figures(mib: int) -> None:

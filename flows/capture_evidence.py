@@ -116,13 +116,13 @@ def capture_evidence(
 
     manifest, manifest_sha = bundle.seal(records, alert_fingerprint=alert.fingerprint if alert else None,
                                          alert=_redacted_alert(alert, redactor))
-    upload = upload_evidence_bundle(inv, str(directory), return_state=True)
+    upload = upload_evidence_bundle(quote(inv), str(directory), return_state=True)
     uploaded = upload.is_completed()
     upload_error = None if uploaded else redactor.text(failure_reason(upload))
     anchor, anchor_error = None, None
     if uploaded:
         # The versions and hashes just verified, kept outside the bucket: what `evidence verify` trusts.
-        anchored = anchor_evidence_bundle(inv, str(directory), return_state=True)
+        anchored = anchor_evidence_bundle(quote(inv), str(directory), return_state=True)
         anchor = anchored.result() if anchored.is_completed() else None
         anchor_error = None if anchored.is_completed() else redactor.text(failure_reason(anchored))
     counts = manifest.counts()

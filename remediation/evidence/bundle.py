@@ -21,6 +21,7 @@ import queue
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +64,8 @@ Status = Literal["ok", "failed", "not_configured"]
 _BEHIND_AFTER = 4 * 1024 * 1024
 #: Redacted chunks (each what one `write` produced) queued for the writer thread at most.
 _BEHIND_QUEUE = 4
+#: Objects of one bundle uploaded (and read back) at once; botocore pools 10 connections per client.
+_UPLOADERS = 8
 
 
 def evidence_root() -> Path:
@@ -302,20 +305,28 @@ def upload_bundle(directory: Path, store: EvidenceStore, *, expect_lock: bool = 
             # Never ship a bundle that no longer matches its own manifest.
             raise BadInputError(f"bundle {directory} does not match its manifest: {'; '.join(problems)}")
         manifest = load_manifest(directory)
-        files = [r.file for r in manifest.collectors if r.file is not None] + [MANIFEST]
-        objects: dict[str, dict[str, Any]] = {}
-        for name in files:
+        files = [r.file for r in manifest.collectors if r.file is not None]
+
+        def put(name: str) -> tuple[str, dict[str, Any]]:
             key = f"{manifest.s3_prefix}/{name}"
             stored = store.put_file(key, directory / name)
-            objects[name] = {"key": key, "sha256": stored.sha256_hex, "bytes": stored.size,
-                             "version_id": stored.version_id, "lock_mode": stored.lock_mode,
-                             "retain_until": stored.retain_until}
-        # Verification is a separate pass that streams every object back, after all are written.
-        for obj in objects.values():
+            return name, {"key": key, "sha256": stored.sha256_hex, "bytes": stored.size,
+                          "version_id": stored.version_id, "lock_mode": stored.lock_mode,
+                          "retain_until": stored.retain_until}
+
+        def verify(obj: dict[str, Any]) -> None:
             if not store.verify(obj["key"], str(obj["sha256"]), version_id=obj["version_id"]):
                 raise RetryableError(f"s3://{store.bucket}/{obj['key']} does not re-hash to {obj['sha256']}")
             if expect_lock and not obj["lock_mode"]:
                 raise BadInputError(f"s3://{store.bucket}/{obj['key']} has no Object Lock retention")
+
+        # A bundle is a dozen or more small objects: one after another they were most of a capture's
+        # time in S3 round trips. The manifest still goes last, so a manifest in S3 means its files are.
+        with ThreadPoolExecutor(max_workers=_UPLOADERS) as pool:
+            objects = dict(pool.map(put, files))
+            objects.update([put(MANIFEST)])
+            # Verification is a separate pass that streams every object back, after all are written.
+            list(pool.map(verify, objects.values()))
         record = UploadRecord(
             bucket=store.bucket, prefix=manifest.s3_prefix, verified_at=datetime.now(UTC),
             manifest_sha256=sha256_file(directory / MANIFEST)[0], objects=objects,
