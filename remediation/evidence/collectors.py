@@ -49,8 +49,12 @@ class _BackstopTimeoutNotice(logging.Filter):
     the warning per run would bury the lines the on-call needs.
     """
 
+    # Prefect's run-logger adapter hands the logger a message already formatted ("Timeout of 45.0 ...").
+    _NOTICE = re.compile(r"Timeout of (%s|[0-9.]+) seconds configured for this task, but the task is running "
+                         r"in a worker thread")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Timeout of %s seconds configured for this task")
+        return not self._NOTICE.match(str(record.msg))
 
 
 logging.getLogger("prefect.task_runs").addFilter(_BackstopTimeoutNotice())

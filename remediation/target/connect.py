@@ -6,6 +6,7 @@ The one place clients are built: tasks and flows ask here, never construct their
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from remediation.clients.remote_host import OutputRedactor, ParamikoHost
 from remediation.clients.status_webhook import NoChannel, StatusSender, StatusWebhook
 from remediation.target.escalation import Contact
 from remediation.target.evidence_profile import RabbitMqCollector, RedisCollector
-from remediation.target.inventory import Target
+from remediation.target.inventory import Target, list_targets, load_target
 
 __all__ = [
     "admin_api", "close_shared_hosts", "contact_channel", "database", "evidence_store", "gateway", "git_repo",
@@ -88,6 +89,19 @@ def evidence_store(target: Target) -> S3EvidenceStore:
     client = _s3_client(str(cfg.endpoint_url) if cfg.endpoint_url else None, cfg.region, access, secret)
     return S3EvidenceStore(client, cfg.bucket, object_lock_days=cfg.object_lock_days,
                            object_lock_mode=cfg.object_lock_mode)
+
+
+def warm_up() -> None:
+    """Build the S3 client each declared target's evidence goes to (a warm runner's child calls this
+    before its run comes), so a capture's upload does not wait for it."""
+    for name in list_targets():
+        try:
+            evidence_store(load_target(name))
+        except Exception as exc:  # a target this replica cannot reach is its run's to report
+            log.debug("warm-up: no evidence store for %s: %s", name, exc)
+
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=8)

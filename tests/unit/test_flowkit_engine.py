@@ -46,3 +46,4 @@ def test_runner_settings_turn_the_engine_heartbeat_off_only_inside() -> None:
     with runner_settings():
         assert get_current_settings().flows.heartbeat_frequency is None
     assert get_current_settings().flows.heartbeat_frequency == outside
+
