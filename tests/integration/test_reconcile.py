@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,59 @@ def test_listed_players_are_read_by_index_never_by_a_table_scan(stack: StackInfo
     assert {rel for _, rel in on_books} == {"bucket", "ledger"}, scans
     # Index, index-only and bitmap-heap scans are all driven by the index; a Seq Scan reads every row.
     assert not [kind for kind, _ in on_books if kind in ("Seq Scan", "Parallel Seq Scan")], scans
+
+
+def test_every_kind_of_mismatch_is_counted_alike_in_every_scope(stack: StackInfo) -> None:
+    """Books with each kind of mismatch, a zero orphan, clean players and an unknown one, in temporary tables
+    that shadow the platform's for one rolled-back transaction."""
+    since = datetime(2026, 5, 6, 2, 0, tzinfo=UTC)
+    old, new = since - timedelta(days=1), since + timedelta(minutes=5)
+    ledger = [("clean", 500, old), ("clean", -200, new), ("up", 1000, old), ("down", 700, new), ("lost", 300, old),
+              ("lost", 50, new), ("neg", -40, old), ("zero-sum", 10, old), ("zero-sum", -10, new)]
+    buckets = [("clean", 300, old), ("up", 2500, new), ("down", 450, old), ("orphan", 900, new),
+               ("orphan-0", 0, new), ("neg", 0, old), ("zero-sum", 0, old)]
+    kinds = {"up": ("mismatch", 2500, 1000), "down": ("mismatch", 450, 700), "lost": ("missing-bucket", None, 350),
+             "orphan": ("orphan-bucket", 900, None), "neg": ("mismatch", 0, -40)}
+    listed = ["clean", "up", "lost", "orphan", "orphan-0", "nobody"]
+    cases = [  # scope, the counters (checked, not found, mismatched, missing, orphan, total, largest), mismatched
+        (Scope(), (8, 0, 3, 1, 1, 1500 + 250 + 40 + 350 + 900, 1500), set(kinds)),
+        (Scope(mode="players", players=listed), (5, 1, 1, 1, 1, 1500 + 350 + 900, 1500), {"up", "lost", "orphan"}),
+        # a row or a bucket change at or after `since`: neither "neg" nor "up"'s ledger, but "up"'s bucket
+        (Scope(mode="window", since=since), (7, 0, 2, 1, 1, 1500 + 250 + 350 + 900, 1500),
+         {"up", "down", "lost", "orphan"}),
+    ]
+    with psycopg.connect(stack.platform_dsn.get_secret_value()) as conn:
+        conn.execute("CREATE TEMP TABLE ledger (player_id text NOT NULL, amount bigint NOT NULL,"
+                     " created_at timestamptz NOT NULL) ON COMMIT DROP")
+        conn.execute("CREATE TEMP TABLE bucket (player_id text PRIMARY KEY, balance bigint NOT NULL,"
+                     " updated_at timestamptz NOT NULL) ON COMMIT DROP")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO ledger VALUES (%s, %s, %s)", ledger)
+            cur.executemany("INSERT INTO bucket VALUES (%s, %s, %s)", buckets)
+        for scope, counters, mismatched in cases:
+            row = conn.execute(*query_for(scope)).fetchone()
+            assert row is not None
+            assert row[:-1] == counters, scope.describe()
+            assert {m[0]: tuple(m[1:]) for m in row[-1]} == {p: kinds[p] for p in mismatched}, scope.describe()
+        conn.rollback()
+
+
+def test_a_rows_kind_is_computed_once_not_once_per_counter(stack: StackInfo) -> None:
+    """Flattened into the reduction, `cmp`'s CASE is evaluated by each FILTER naming it: six times a row,
+    ~15% more server CPU than the bare comparison at 1M players. The node under the reduction must compute
+    the kind (its CASE) once a row, and the reduction read it as a column. (EXPLAIN shows that column as the
+    expression it holds.)"""
+    for scope in (Scope(), Scope(mode="players", players=["alpha-0001"]),
+                  Scope(mode="window", since=datetime.now(UTC))):
+        query, params = query_for(scope)
+        with _db(stack).transaction() as tx:
+            plan_settings(tx, scope)
+            row = tx.fetch_one("EXPLAIN (FORMAT JSON, VERBOSE) " + query, params)
+        assert row is not None
+        top = row["QUERY PLAN"][0]["Plan"]
+        assert top["Node Type"] == "Aggregate", top["Node Type"]
+        [below] = top["Plans"]
+        assert any(out.startswith("CASE") for out in below["Output"]), (scope.describe(), below["Output"])
 
 
 def test_drift_found_exactly_then_approved_plan_applied_once_and_books_clean(
