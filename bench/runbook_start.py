@@ -33,7 +33,7 @@ BENCH_POOL = "rp-bench-process"
 #: What each runbook's required parameters get: dry runs, started by the sandbox's on-call.
 FILL = {"incident_id": lambda: f"INC-B{uuid.uuid4().hex[:8]}", "initiated_by": lambda: "oncall-alice",
         "lever": lambda: "deposit-halt", "severity": lambda: "SEV2", "title": lambda: "bench",
-        "impact": lambda: "none: a benchmark"}
+        "impact": lambda: "none: a benchmark", "service": lambda: "wallet"}
 
 
 def params_for(deployment: Any) -> dict[str, Any]:
