@@ -61,6 +61,7 @@ __all__ = [
     "ObjectVersion",
     "S3EvidenceStore",
     "StoredObject",
+    "current_sha256",
     "make_s3_client",
     "map_boto_error",
     "remember_sha256",
@@ -161,7 +162,7 @@ def remember_sha256(path: Path, sha256_hex: str) -> None:
         _recorded[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha256_hex)
 
 
-def _file_sha256(path: Path) -> tuple[str, int]:
+def current_sha256(path: Path) -> tuple[str, int]:
     """(sha256, size): the recorded hash of a file unchanged since its writer closed it, else a fresh one."""
     st = os.stat(path)
     with _recorded_lock:
@@ -264,7 +265,7 @@ class S3EvidenceStore:
         path = Path(path)
         if not path.is_file():
             raise BadInputError(f"evidence file {path} does not exist or is not a file")
-        sha, size = _file_sha256(path)
+        sha, size = current_sha256(path)
         # A retried task must not upload twice: same key, same hash, same size is the same evidence.
         existing = self._head_or_none(key)
         if existing is not None and existing.sha256_hex == sha and existing.size == size:

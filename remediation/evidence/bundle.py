@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from remediation.clients.evidence_store import EvidenceStore, remember_sha256, sha256_file
+from remediation.clients.evidence_store import EvidenceStore, current_sha256, remember_sha256, sha256_file
 from remediation.errors import BadInputError, RetryableError
 from remediation.evidence.redact import RedactionStream, Redactor
 
@@ -221,13 +221,7 @@ class EvidenceFile:
         """Flush the tail, fsync, and return (bytes, sha256, redactions by rule)."""
         if not self._fh.closed:
             try:
-                if self._failed is None:
-                    tail = self._stream.finish()
-                    if self._behind is not None:
-                        if tail:
-                            self._behind.put(tail)
-                    elif tail:
-                        self._land(tail)
+                self._emit(self._stream.finish())  # raises the writer's failure, if any
                 self._drain()
                 if self._failed is not None:
                     raise self._failed
@@ -264,8 +258,11 @@ def pending_bundles(root: Path) -> list[Path]:
     return sorted(found, key=lambda d: (d / MANIFEST).stat().st_mtime)
 
 
-def verify_local(directory: Path) -> list[str]:
-    """Re-hash each file against the manifest; returns the problems (empty: the bundle is intact)."""
+def verify_local(directory: Path, *, reread: bool = True) -> list[str]:
+    """Re-hash each file against the manifest; returns the problems (empty: the bundle is intact).
+
+    `reread=False` takes the hash a file's writer recorded while the file is unchanged since (size,
+    mtime, ctime), as the upload does: a 1 GiB log is then not read twice more before it goes up."""
     manifest = load_manifest(directory)
     problems = []
     for record in manifest.collectors:
@@ -275,7 +272,7 @@ def verify_local(directory: Path) -> list[str]:
         if not path.is_file():
             problems.append(f"{record.file}: missing")
             continue
-        sha, size = sha256_file(path)
+        sha, size = sha256_file(path) if reread else current_sha256(path)
         if sha != record.sha256 or size != record.bytes:
             problems.append(
                 f"{record.file}: sha256 {sha} / {size} bytes, manifest says {record.sha256} / {record.bytes}"
@@ -300,7 +297,7 @@ def upload_bundle(directory: Path, store: EvidenceStore, *, expect_lock: bool = 
         done = read_upload(directory)
         if done is not None:
             return done, False
-        problems = verify_local(directory)
+        problems = verify_local(directory, reread=False)
         if problems:
             # Never ship a bundle that no longer matches its own manifest.
             raise BadInputError(f"bundle {directory} does not match its manifest: {'; '.join(problems)}")

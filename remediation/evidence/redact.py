@@ -109,16 +109,17 @@ class Rule:
     def sub_folded(self, text: str, low: str) -> tuple[str, int]:
         out, pos, n = [], 0, 0
         for hit in self.folded.finditer(low):
-            original = self.regex.fullmatch(text, hit.start(), hit.end())
-            if original is None:  # cannot happen for ASCII; over-redact rather than guess
-                replacement = REDACTED
-            elif callable(self.repl):
-                replacement = self.repl(original)
-            else:
-                replacement = original.expand(self.repl)
+            replacement = self._replace_folded(text, hit.start(), hit.end())
             out += [text[pos : hit.start()], replacement]
             pos, n = hit.end(), n + 1
         return ("".join(out) + text[pos:], n) if n else (text, 0)
+
+    def _replace_folded(self, text: str, start: int, end: int) -> str:
+        """The replacement for a match found in the lowercased text, computed on the original's span."""
+        original = self.regex.fullmatch(text, start, end)
+        if original is None:  # cannot happen for ASCII; over-redact rather than guess
+            return REDACTED
+        return self.repl(original) if callable(self.repl) else original.expand(self.repl)
 
     def apply(self, block: _Block) -> int:
         """This rule over the block's text (replaced in `block`); the number of redactions counted."""
@@ -160,13 +161,7 @@ class Rule:
                 continue
             start, end = hit.span()
             if low is not None:
-                original = self.regex.fullmatch(text, start, end)
-                if original is None:  # cannot happen for ASCII; over-redact rather than guess
-                    replacement = REDACTED
-                elif callable(self.repl):
-                    replacement = self.repl(original)
-                else:
-                    replacement = original.expand(self.repl)
+                replacement = self._replace_folded(text, start, end)
                 n += 1
             elif callable(self.repl):
                 replacement = self.repl(hit)

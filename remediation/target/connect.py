@@ -91,6 +91,9 @@ def evidence_store(target: Target) -> S3EvidenceStore:
                            object_lock_mode=cfg.object_lock_mode)
 
 
+log = logging.getLogger(__name__)
+
+
 def warm_up() -> None:
     """Build the S3 client each declared target's evidence goes to (a warm runner's child calls this
     before its run comes), so a capture's upload does not wait for it."""
@@ -99,9 +102,6 @@ def warm_up() -> None:
             evidence_store(load_target(name))
         except Exception as exc:  # a target this replica cannot reach is its run's to report
             log.debug("warm-up: no evidence store for %s: %s", name, exc)
-
-
-log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=8)

@@ -15,7 +15,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from pydantic import SecretStr
 
-from remediation.clients import EvidenceStore, S3EvidenceStore, make_s3_client
+from remediation.clients import EvidenceStore, S3EvidenceStore, StoredObject, make_s3_client
 from remediation.errors import BadInputError, NotFoundError, RetryableError
 from sandbox.stack.info import StackInfo
 
@@ -93,6 +93,18 @@ def _random_file(path: Path, mib: int) -> str:
     return digest.hexdigest()
 
 
+def _put_traced(store: S3EvidenceStore, prefix: str, path: Path) -> tuple[StoredObject, int]:
+    """Upload `path` as `<prefix>big.log`; the stored object and the peak Python memory traced meanwhile."""
+    store.exists(prefix + "warm-up")  # botocore loads endpoint rules on the first request; not the upload's cost
+    tracemalloc.start()
+    try:
+        stored = store.put_file(prefix + "big.log", path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return stored, peak
+
+
 def test_a_20_mib_file_uploads_multipart_without_being_read_into_memory(
     s3: S3Client, stack: StackInfo, prefix: str, tmp_path: Path
 ) -> None:
@@ -101,13 +113,7 @@ def test_a_20_mib_file_uploads_multipart_without_being_read_into_memory(
         multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_concurrency=2))
     path = tmp_path / "big.log"
     sha = _random_file(path, 20)
-    store.exists(prefix + "warm-up")  # botocore loads endpoint rules on the first request; not the upload's cost
-    tracemalloc.start()
-    try:
-        stored = store.put_file(prefix + "big.log", path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    stored, peak = _put_traced(store, prefix, path)
     assert stored.size == 20 * MIB and stored.sha256_hex == sha
     # Parts are streamed from disk: the peak stays far below the file's size.
     assert peak < 12 * MIB, f"peak traced memory {peak / MIB:.1f} MiB"
@@ -121,13 +127,7 @@ def test_a_large_file_goes_up_in_one_streamed_put_whose_checksum_is_its_sha256(
 ) -> None:
     path = tmp_path / "big.log"
     sha = _random_file(path, 40)
-    store.exists(prefix + "warm-up")
-    tracemalloc.start()
-    try:
-        stored = store.put_file(prefix + "big.log", path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    stored, peak = _put_traced(store, prefix, path)
     assert stored.size == 40 * MIB and stored.sha256_hex == sha
     assert peak < 4 * MIB, f"peak traced memory {peak / MIB:.1f} MiB"  # streamed from disk, not read whole
     head = s3.head_object(Bucket=stack.s3_bucket, Key=stored.key, ChecksumMode="ENABLED")
@@ -148,7 +148,12 @@ def test_a_file_an_evidence_file_wrote_is_not_hashed_again_unless_it_changed(
     _, sha, _ = out.close()
     hashed: list[Path] = []
     real = evidence_store.sha256_file
-    monkeypatch.setattr(evidence_store, "sha256_file", lambda p: hashed.append(p) or real(p))
+
+    def counting(path: Path) -> tuple[str, int]:
+        hashed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(evidence_store, "sha256_file", counting)
     assert store.put_file(prefix + "a.log", out.path).sha256_hex == sha and hashed == []
     # Changed after it was written (same size even): hashed afresh, and the new content is what is stored.
     out.path.write_text("LINE\n" * 1000)

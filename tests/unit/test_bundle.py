@@ -56,6 +56,16 @@ def test_verify_local_finds_tampering(tmp_path: Path) -> None:
     assert any("pg-locks.json: sha256" in p for p in problems) and "logs-wallet.log: missing" in problems
 
 
+def test_verify_local_without_rereading_still_finds_a_file_changed_since_it_was_written(tmp_path: Path) -> None:
+    directory = make_bundle(tmp_path)
+    assert bundle.verify_local(directory, reread=False) == []
+    log = directory / "logs-wallet.log"
+    same_size = bytes(b ^ 0x20 if chr(b).isalpha() else b for b in log.read_bytes())
+    log.write_bytes(same_size)  # same length, new bytes: its ctime moves, so its recorded hash is not used
+    problems = bundle.verify_local(directory, reread=False)
+    assert len(problems) == 1 and problems[0].startswith("logs-wallet.log: sha256")
+
+
 def test_bundle_dir_refuses_path_tricks(tmp_path: Path) -> None:
     for bad in ("../x", "a/b", "", ".hidden"):
         with pytest.raises(BadInputError):
