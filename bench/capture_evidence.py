@@ -99,9 +99,10 @@ def main() -> None:
 
 
 def flow_figures(runs: int) -> None:
-    from remediation.flowkit.engine import runner_settings
+    from remediation.flowkit.engine import runner_settings, shared_api_client
 
-    with tempfile.TemporaryDirectory() as tmp, runner_settings():  # as a warm runner runs the flow
+    # As a warm runner runs the flow.
+    with tempfile.TemporaryDirectory() as tmp, runner_settings(), shared_api_client():
         os.environ["RP_EVIDENCE_DIR"] = tmp
         flow_once()  # warm-up: imports, first connection, Prefect client
         sequential_once(Path(tmp))

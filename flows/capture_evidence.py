@@ -31,6 +31,7 @@ from remediation.evidence.bundle import (
     Manifest,
 )
 from remediation.evidence.collectors import GRACE_S, CollectorSpec, plan_collectors
+from remediation.evidence.early_upload import EarlyUpload
 from remediation.evidence.redact import Redactor
 from remediation.evidence.scrub import for_target
 from remediation.evidence.writer import BundleWriter
@@ -54,6 +55,8 @@ RUNBOOK = "capture-evidence"
 ProfileName = Annotated[
     str, Field(pattern=PROFILE_NAME, description="Evidence profile in the target's inventory", examples=["default"])
 ]
+#: How long the flow waits, once every collector is done, for the files' early uploads still in flight.
+EARLY_UPLOAD_WAIT_S = 120.0
 TASKS: dict[str, Any] = {
     "health": capture_health, "error-rate": capture_error_rate, "git": capture_host_git,
     "service-log": capture_host_command, "command": capture_host_command, "postgres": capture_pg_query,
@@ -105,10 +108,15 @@ def capture_evidence(
         .submit(quote(inv), quote(prof), quote(s), str(directory))  # plain values: not walked for futures
         for s in runnable
     }
+    # Each finished collector's file goes up while the slower ones still run (best effort: the
+    # bundle's upload does whatever this did not).
+    early = EarlyUpload(directory, bundle.s3_prefix, lambda: connect.evidence_store(inv, best_effort=True),
+                        expect_lock=inv.evidence.object_lock_days is not None)
     try:
-        found, _ = settle_all(futures)  # failures are read back per collector, with their records
+        found, _ = settle_all(futures, on_completed=lambda _, record: early.offer(str(record["file"])))
     finally:
         connect.close_shared_hosts()  # the host collectors shared one SSH connection per host
+    verified = early.finish(timeout_s=EARLY_UPLOAD_WAIT_S)
     records = [_record(s, found, futures, directory, redactor) for s in specs]
     for record in records:
         if record.status == "failed":
@@ -116,7 +124,7 @@ def capture_evidence(
 
     manifest, manifest_sha = bundle.seal(records, alert_fingerprint=alert.fingerprint if alert else None,
                                          alert=_redacted_alert(alert, redactor))
-    upload = upload_evidence_bundle(quote(inv), str(directory), return_state=True)
+    upload = upload_evidence_bundle(quote(inv), str(directory), quote(verified), return_state=True)
     uploaded = upload.is_completed()
     upload_error = None if uploaded else redactor.text(failure_reason(upload))
     anchor, anchor_error = None, None

@@ -20,10 +20,14 @@ __all__ = ["anchor_evidence_bundle", "store_audit_export", "store_incident_docum
 
 
 @task(name="upload-evidence-bundle", **IDEMPOTENT_WRITE)
-def upload_evidence_bundle(target: Target, bundle: str) -> UploadRecord:
-    """Upload, stream back and re-hash every object, then mark the bundle uploaded (idempotent)."""
+def upload_evidence_bundle(
+    target: Target, bundle: str, verified: dict[str, dict[str, Any]] | None = None
+) -> UploadRecord:
+    """Upload, stream back and re-hash every object, then mark the bundle uploaded (idempotent).
+    `verified`: the files this run already uploaded and re-verified early (`EarlyUpload`)."""
     store = connect.evidence_store(target)
-    record, _ = upload_bundle(Path(bundle), store, expect_lock=target.evidence.object_lock_days is not None)
+    record, _ = upload_bundle(Path(bundle), store, expect_lock=target.evidence.object_lock_days is not None,
+                              verified=verified)
     return record
 
 

@@ -124,7 +124,7 @@ class ObjectSummary(BaseModel):
 class EvidenceStore(Protocol):
     bucket: str
 
-    def put_file(self, key: str, path: Path) -> StoredObject: ...
+    def put_file(self, key: str, path: Path, *, absent: bool = False) -> StoredObject: ...
     def verify(self, key: str, expected_sha256: str, version_id: str | None = None) -> bool: ...
     def head(self, key: str) -> StoredObject: ...
     def exists(self, key: str) -> bool: ...
@@ -259,15 +259,16 @@ class S3EvidenceStore:
             multipart_threshold=SINGLE_PUT_MAX, multipart_chunksize=64 * _MIB, max_concurrency=2
         )
 
-    def put_file(self, key: str, path: Path) -> StoredObject:
-        """Upload `path` streaming (multipart above the threshold); an identical object already there is kept."""
+    def put_file(self, key: str, path: Path, *, absent: bool = False) -> StoredObject:
+        """Upload `path` streaming (multipart above the threshold); an identical object already there is kept.
+        `absent`: the caller has just listed the prefix and the key is not there (saves the HEAD)."""
         _check_key(key)
         path = Path(path)
         if not path.is_file():
             raise BadInputError(f"evidence file {path} does not exist or is not a file")
         sha, size = current_sha256(path)
         # A retried task must not upload twice: same key, same hash, same size is the same evidence.
-        existing = self._head_or_none(key)
+        existing = None if absent else self._head_or_none(key)
         if existing is not None and existing.sha256_hex == sha and existing.size == size:
             return existing
         extra: dict[str, Any] = {"Metadata": {"sha256": sha}}

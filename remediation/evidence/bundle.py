@@ -46,6 +46,7 @@ __all__ = [
     "load_manifest",
     "now",
     "pending_bundles",
+    "put_verified",
     "read_upload",
     "s3_prefix",
     "upload_bundle",
@@ -291,8 +292,28 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def upload_bundle(directory: Path, store: EvidenceStore, *, expect_lock: bool = False) -> tuple[UploadRecord, bool]:
-    """Upload, read back, verify, then mark. Returns (record, uploaded_now); an uploaded bundle is left alone."""
+def put_verified(store: EvidenceStore, directory: Path, prefix: str, name: str, *,
+                 expect_lock: bool = False, absent: bool = False) -> dict[str, Any]:
+    """Put one bundle file, stream it back and re-hash it: its entry in `UploadRecord.objects`.
+    `absent`: the prefix was just listed and this key is not in it (see `put_file`)."""
+    key = f"{prefix}/{name}"
+    stored = store.put_file(key, directory / name, absent=absent)
+    obj = {"key": key, "sha256": stored.sha256_hex, "bytes": stored.size, "version_id": stored.version_id,
+           "lock_mode": stored.lock_mode, "retain_until": stored.retain_until}
+    if not store.verify(key, str(stored.sha256_hex), version_id=stored.version_id):
+        raise RetryableError(f"s3://{store.bucket}/{key} does not re-hash to {stored.sha256_hex}")
+    if expect_lock and not stored.lock_mode:
+        raise BadInputError(f"s3://{store.bucket}/{key} has no Object Lock retention")
+    return obj
+
+
+def upload_bundle(directory: Path, store: EvidenceStore, *, expect_lock: bool = False,
+                  verified: dict[str, dict[str, Any]] | None = None) -> tuple[UploadRecord, bool]:
+    """Upload, read back, verify, then mark. Returns (record, uploaded_now); an uploaded bundle is left alone.
+
+    `verified`: files this run already put and re-verified (`EarlyUpload`), by name. One is taken
+    as it is only when it is the very object the manifest now names (key, sha256, size, and locked
+    when a lock is expected); any other file is uploaded and verified here."""
     with _locked(directory):
         done = read_upload(directory)
         if done is not None:
@@ -302,28 +323,23 @@ def upload_bundle(directory: Path, store: EvidenceStore, *, expect_lock: bool = 
             # Never ship a bundle that no longer matches its own manifest.
             raise BadInputError(f"bundle {directory} does not match its manifest: {'; '.join(problems)}")
         manifest = load_manifest(directory)
-        files = [r.file for r in manifest.collectors if r.file is not None]
+        objects: dict[str, dict[str, Any]] = {}
+        for r in collector_files(manifest):
+            early = (verified or {}).get(str(r.file))
+            if early is not None and early.get("key") == f"{manifest.s3_prefix}/{r.file}" \
+                    and early.get("sha256") == r.sha256 and early.get("bytes") == r.bytes \
+                    and (early.get("lock_mode") or not expect_lock):
+                objects[str(r.file)] = early
+        rest = [str(r.file) for r in collector_files(manifest) if r.file not in objects]
 
         def put(name: str) -> tuple[str, dict[str, Any]]:
-            key = f"{manifest.s3_prefix}/{name}"
-            stored = store.put_file(key, directory / name)
-            return name, {"key": key, "sha256": stored.sha256_hex, "bytes": stored.size,
-                          "version_id": stored.version_id, "lock_mode": stored.lock_mode,
-                          "retain_until": stored.retain_until}
-
-        def verify(obj: dict[str, Any]) -> None:
-            if not store.verify(obj["key"], str(obj["sha256"]), version_id=obj["version_id"]):
-                raise RetryableError(f"s3://{store.bucket}/{obj['key']} does not re-hash to {obj['sha256']}")
-            if expect_lock and not obj["lock_mode"]:
-                raise BadInputError(f"s3://{store.bucket}/{obj['key']} has no Object Lock retention")
+            return name, put_verified(store, directory, manifest.s3_prefix, name, expect_lock=expect_lock)
 
         # A bundle is a dozen or more small objects: one after another they were most of a capture's
         # time in S3 round trips. The manifest still goes last, so a manifest in S3 means its files are.
         with ThreadPoolExecutor(max_workers=_UPLOADERS) as pool:
-            objects = dict(pool.map(put, files))
-            objects.update([put(MANIFEST)])
-            # Verification is a separate pass that streams every object back, after all are written.
-            list(pool.map(verify, objects.values()))
+            objects.update(pool.map(put, rest))
+        objects.update([put(MANIFEST)])
         record = UploadRecord(
             bucket=store.bucket, prefix=manifest.s3_prefix, verified_at=datetime.now(UTC),
             manifest_sha256=sha256_file(directory / MANIFEST)[0], objects=objects,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 
 __all__ = ["failure_reason", "settle_all"]
 
@@ -18,16 +18,26 @@ def failure_reason(state: Any) -> str:
     return str(state.message or state.name)
 
 
-def settle_all(futures: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(found, failed): a source that failed is named with its error; the others are all kept."""
-    found: dict[str, Any] = {}
+def settle_all(
+    futures: Mapping[str, Any], on_completed: Callable[[str, Any], None] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(found, failed): a source that failed is named with its error; the others are all kept.
+
+    `on_completed(name, value)` is called for each source that completed, as soon as it has, in the
+    order they finish (capture-evidence starts a file's upload there while the others still run)."""
+    name_of = {id(future): name for name, future in futures.items()}
+    values: dict[str, Any] = {}
     failed: dict[str, str] = {}
-    for name, future in futures.items():
+    for future in as_completed(list(futures.values())):
         assert isinstance(future, PrefectFuture)
-        future.wait()
+        name = name_of[id(future)]
+        future.wait()  # done already; this keeps its final state on the future (else `state` asks the API)
         if future.state.is_completed():
             value = future.result()
-            found[name] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+            values[name] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+            if on_completed is not None:
+                on_completed(name, values[name])
         else:
             failed[name] = failure_reason(future.state)
+    found = {name: values[name] for name in futures if name in values}
     return found, failed

@@ -82,11 +82,14 @@ def rabbitmq(cfg: RabbitMqCollector, transport: httpx.BaseTransport | None = Non
         yield HttpxRabbitMq(client, cfg.user, cfg.password.resolve())
 
 
-def evidence_store(target: Target) -> S3EvidenceStore:
+def evidence_store(target: Target, *, best_effort: bool = False) -> S3EvidenceStore:
+    """The target's evidence bucket. `best_effort`: one attempt per request, for work that something
+    else redoes when it fails (early upload): S3 down then costs nothing, not botocore's backoff."""
     cfg = target.evidence
     access = cfg.access_key.resolve().get_secret_value() if cfg.access_key else None
     secret = cfg.secret_key.resolve().get_secret_value() if cfg.secret_key else None
-    client = _s3_client(str(cfg.endpoint_url) if cfg.endpoint_url else None, cfg.region, access, secret)
+    client = _s3_client(str(cfg.endpoint_url) if cfg.endpoint_url else None, cfg.region, access, secret,
+                        1 if best_effort else 5)
     return S3EvidenceStore(client, cfg.bucket, object_lock_days=cfg.object_lock_days,
                            object_lock_mode=cfg.object_lock_mode)
 
@@ -95,22 +98,25 @@ log = logging.getLogger(__name__)
 
 
 def warm_up() -> None:
-    """Build the S3 client each declared target's evidence goes to (a warm runner's child calls this
-    before its run comes), so a capture's upload does not wait for it."""
+    """Build the S3 clients for each declared target's evidence (a warm runner's child calls this
+    before its run comes), so a capture's upload does not wait for them."""
     for name in list_targets():
         try:
-            evidence_store(load_target(name))
+            target = load_target(name)
+            evidence_store(target)
+            evidence_store(target, best_effort=True)
         except Exception as exc:  # a target this replica cannot reach is its run's to report
             log.debug("warm-up: no evidence store for %s: %s", name, exc)
 
 
 @functools.lru_cache(maxsize=8)
-def _s3_client(endpoint_url: str | None, region: str, access: str | None, secret: str | None) -> S3Client:
+def _s3_client(endpoint_url: str | None, region: str, access: str | None, secret: str | None,
+               max_attempts: int) -> S3Client:
     # One client per endpoint and credentials, per process: building one costs 0.1 s of CPU (a capture
     # built two), and boto3 clients are safe to share between threads. Rotated keys make a new one.
     return make_s3_client(endpoint_url=endpoint_url, region=region,
                           access_key=SecretStr(access) if access is not None else None,
-                          secret_key=SecretStr(secret) if secret is not None else None)
+                          secret_key=SecretStr(secret) if secret is not None else None, max_attempts=max_attempts)
 
 
 def remote_host(target: Target, name: str | None = None, *, redactor: OutputRedactor | None = None) -> ParamikoHost:

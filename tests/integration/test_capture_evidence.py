@@ -167,7 +167,7 @@ def test_s3_down_keeps_the_bundle_and_sync_uploads_it_once(
         closed_port = sock.getsockname()[1]
     with monkeypatch.context() as m:
         # S3 "down" for this test only: the shared moto server stays up for everyone else.
-        m.setattr(connect, "evidence_store", lambda target: S3EvidenceStore(
+        m.setattr(connect, "evidence_store", lambda target, **_: S3EvidenceStore(
             make_s3_client(f"http://127.0.0.1:{closed_port}", "us-east-1", None, None,
                            connect_timeout=1, max_attempts=1), target.evidence.bucket))
         m.setattr(fce, "upload_evidence_bundle", fce.upload_evidence_bundle.with_options(retries=0))

@@ -1,5 +1,6 @@
 """An EvidenceStore in memory with S3's versioning: every write is a new version, reads take the latest
-unless a version is named. `corrupt` makes every read-back differ; `puts` counts writes."""
+unless a version is named. `corrupt` makes every read-back differ; `puts` counts writes, `read_backs`
+the objects streamed back by `verify`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class MemoryStore:
         #: key -> versions, oldest first: (version id, bytes, sha256 metadata, written at)
         self.history: dict[str, list[tuple[str, bytes, str, datetime]]] = {}
         self.puts = 0
+        self.read_backs = 0
         self.corrupt = False
         self._clock = datetime(2026, 11, 30, tzinfo=UTC)
 
@@ -36,9 +38,9 @@ class MemoryStore:
         versions.append((vid, data, sha, self._clock))
         return StoredObject(key=key, sha256_hex=sha, size=len(data), version_id=vid)
 
-    def put_file(self, key: str, path: Path) -> StoredObject:
+    def put_file(self, key: str, path: Path, *, absent: bool = False) -> StoredObject:
         data = path.read_bytes()
-        if key in self.history and self.history[key][-1][1] == data:
+        if not absent and key in self.history and self.history[key][-1][1] == data:
             return self.head(key)
         return self.put_bytes(key, data)
 
@@ -50,6 +52,7 @@ class MemoryStore:
         return found[-1]
 
     def verify(self, key: str, expected_sha256: str, version_id: str | None = None) -> bool:
+        self.read_backs += 1
         data = self._get(key, version_id)[1] + (b"x" if self.corrupt else b"")
         return hashlib.sha256(data).hexdigest() == expected_sha256
 

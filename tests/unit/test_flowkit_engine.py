@@ -1,9 +1,12 @@
-"""The engine settings our flows run with: a thread pool started up front, no engine heartbeat on a runner."""
+"""The engine settings our flows run with: a thread pool started up front; on a runner, no engine heartbeat and
+no waiting for Prefect's suspension watcher."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect.settings import get_current_settings
 
@@ -47,3 +50,35 @@ def test_runner_settings_turn_the_engine_heartbeat_off_only_inside() -> None:
         assert get_current_settings().flows.heartbeat_frequency is None
     assert get_current_settings().flows.heartbeat_frequency == outside
 
+
+
+def test_runner_settings_keep_prefects_suspension_watcher_but_never_wait_for_it() -> None:
+    import prefect.flow_engine
+
+    calls: list[tuple[str, str, float]] = []
+    began = time.monotonic()
+
+    @contextmanager
+    def slow_watcher(flow_run_id: str, request: object) -> Iterator[None]:
+        time.sleep(0.3)  # Prefect's connects its event stream first
+        calls.append(("enter", threading.current_thread().name, time.monotonic() - began))
+        yield
+        time.sleep(0.3)  # and joins its thread last
+        calls.append(("exit", threading.current_thread().name, time.monotonic() - began))
+
+    original = prefect.flow_engine.observe_flow_run_suspension
+    prefect.flow_engine.observe_flow_run_suspension = slow_watcher
+    try:
+        with runner_settings():
+            with prefect.flow_engine.observe_flow_run_suspension("run-1", object()):
+                body_at = time.monotonic() - began
+            left_at = time.monotonic() - began
+        assert prefect.flow_engine.observe_flow_run_suspension is slow_watcher, "restored on the way out"
+    finally:
+        prefect.flow_engine.observe_flow_run_suspension = original
+    assert body_at < 0.2 and left_at < 0.2, "the run neither waited for the watcher to start nor to stop"
+    deadline = time.monotonic() + 5
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [c[0] for c in calls] == ["enter", "exit"], "the watcher still ran, and was stopped"
+    assert all(name.startswith("suspension-watcher") for _, name, _ in calls)
