@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from remediation.clients.database import Database
 from remediation.errors import ConflictError
-from remediation.records.schema import ANCHORS, ensure_schema, table_exists
+from remediation.records.schema import ANCHORS, table_exists, with_schema
 
 __all__ = ["Anchor", "AnchoredObject", "EvidenceAnchors"]
 
@@ -56,25 +56,27 @@ class EvidenceAnchors:
 
     def record(self, anchor: Anchor) -> Anchor:
         """Store the anchor; a retry with the same content is a no-op, different content is refused."""
-        ensure_schema(self.db)
-        self.db.execute(
-            "INSERT INTO rp_evidence_anchors (prefix, bucket, kind, incident_id, sha256, objects, chain_head,"
-            " flow_run_id) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s) ON CONFLICT (prefix) DO NOTHING",
-            (anchor.prefix, anchor.bucket, anchor.kind, anchor.incident_id, anchor.sha256,
-             json.dumps({k: v.model_dump() for k, v in anchor.objects.items()}),
-             json.dumps(anchor.chain_head) if anchor.chain_head is not None else None, anchor.flow_run_id),
-        )
-        stored = self.get(anchor.prefix)
-        assert stored is not None
+        with with_schema(self.db) as tx:
+            tx.execute(
+                "INSERT INTO rp_evidence_anchors (prefix, bucket, kind, incident_id, sha256, objects, chain_head,"
+                " flow_run_id) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s) ON CONFLICT (prefix) DO NOTHING",
+                (anchor.prefix, anchor.bucket, anchor.kind, anchor.incident_id, anchor.sha256,
+                 json.dumps({k: v.model_dump() for k, v in anchor.objects.items()}),
+                 json.dumps(anchor.chain_head) if anchor.chain_head is not None else None, anchor.flow_run_id),
+            )
+            row = tx.fetch_one("SELECT * FROM rp_evidence_anchors WHERE prefix = %s", (anchor.prefix,))
+        assert row is not None
+        stored = _anchor(row)
         if not stored.same_content(anchor):
             raise ConflictError(f"s3://{anchor.bucket}/{anchor.prefix}/ was anchored at {stored.at} with other "
                                 f"content (manifest sha256 {stored.sha256}); the first anchor stands")
         return stored
 
     def get(self, prefix: str) -> Anchor | None:
-        if not table_exists(self.db, ANCHORS):
-            return None
-        row = self.db.fetch_one("SELECT * FROM rp_evidence_anchors WHERE prefix = %s", (prefix.strip("/"),))
+        with self.db.transaction() as tx:
+            if not table_exists(tx, ANCHORS):
+                return None
+            row = tx.fetch_one("SELECT * FROM rp_evidence_anchors WHERE prefix = %s", (prefix.strip("/"),))
         return _anchor(row) if row else None
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from remediation.clients.database import Database
 from remediation.domain.levers import AppliedChange, LeverChange
-from remediation.records.schema import CHANGE_LOG, ensure_schema, table_exists
+from remediation.records.schema import CHANGE_LOG, table_exists, with_schema
 
 __all__ = ["ChangeLog", "LoggedChange"]
 
@@ -45,12 +45,13 @@ class ChangeLog:
 
     def intent(self, incident_id: str, change: LeverChange, plan_hash: str, flow_run_id: str | None,
                approvers: list[str]) -> int:
-        ensure_schema(self.db)
-        row = self.db.fetch_one(
-            "INSERT INTO rp_change_log (incident_id, kind, lever, resource, change, plan_hash, flow_run_id, approvers)"
-            " VALUES (%s, 'intent', %s, %s, %s::jsonb, %s, %s, %s) RETURNING id",
-            (incident_id, change.lever, change.resource, change.model_dump_json(), plan_hash, flow_run_id, approvers),
-        )
+        with with_schema(self.db) as tx:
+            row = tx.fetch_one(
+                "INSERT INTO rp_change_log (incident_id, kind, lever, resource, change, plan_hash, flow_run_id,"
+                " approvers) VALUES (%s, 'intent', %s, %s, %s::jsonb, %s, %s, %s) RETURNING id",
+                (incident_id, change.lever, change.resource, change.model_dump_json(), plan_hash, flow_run_id,
+                 approvers),
+            )
         assert row is not None
         return int(row["id"])
 
@@ -67,15 +68,16 @@ class ChangeLog:
 
     def entries(self, incident_id: str) -> list[LoggedChange]:
         """Every intent of the incident with its outcome, oldest first."""
-        if not table_exists(self.db, CHANGE_LOG):
-            return []
-        rows = self.db.fetch_all(
-            "SELECT i.id, i.incident_id, i.change, i.plan_hash, i.flow_run_id, i.approvers, i.at,"
-            "       o.outcome, o.path, o.note, o.flow_run_id AS outcome_run, o.at AS outcome_at"
-            " FROM rp_change_log i LEFT JOIN rp_change_log o ON o.intent_id = i.id AND o.kind = 'outcome'"
-            " WHERE i.incident_id = %s AND i.kind = 'intent' ORDER BY i.id",
-            (incident_id,),
-        )
+        with self.db.transaction() as tx:
+            if not table_exists(tx, CHANGE_LOG):
+                return []
+            rows = tx.fetch_all(
+                "SELECT i.id, i.incident_id, i.change, i.plan_hash, i.flow_run_id, i.approvers, i.at,"
+                "       o.outcome, o.path, o.note, o.flow_run_id AS outcome_run, o.at AS outcome_at"
+                " FROM rp_change_log i LEFT JOIN rp_change_log o ON o.intent_id = i.id AND o.kind = 'outcome'"
+                " WHERE i.incident_id = %s AND i.kind = 'intent' ORDER BY i.id",
+                (incident_id,),
+            )
         return [_logged(r) for r in rows]
 
 

@@ -8,7 +8,7 @@ purpose `initiator`, tied to the flow run it verified (subflows of that run trus
 from __future__ import annotations
 
 from remediation.clients.database import Database
-from remediation.records.schema import IDENTITY_USES, ensure_schema, table_exists
+from remediation.records.schema import IDENTITY_USES, table_exists, with_schema
 
 __all__ = ["IdentityUses"]
 
@@ -19,19 +19,20 @@ class IdentityUses:
 
     def claim(self, handle: str, method: str, token: str, purpose: str, flow_run_id: str | None) -> bool:
         """Record the use; False when this handle already used this code or signature."""
-        ensure_schema(self.db)
-        row = self.db.fetch_one(
-            "INSERT INTO rp_identity_uses (handle, method, token, purpose, flow_run_id) VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (handle, method, token) DO NOTHING RETURNING handle",
-            (handle, method, token, purpose, flow_run_id),
-        )
+        with with_schema(self.db) as tx:
+            row = tx.fetch_one(
+                "INSERT INTO rp_identity_uses (handle, method, token, purpose, flow_run_id) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (handle, method, token) DO NOTHING RETURNING handle",
+                (handle, method, token, purpose, flow_run_id),
+            )
         return row is not None
 
     def verified_initiator(self, flow_run_id: str) -> str | None:
         """Who proved they started this run (None if nobody did)."""
-        if not table_exists(self.db, IDENTITY_USES):
-            return None
-        row = self.db.fetch_one(
-            "SELECT handle FROM rp_identity_uses WHERE flow_run_id = %s AND purpose = 'initiator'"
-            " ORDER BY at DESC LIMIT 1", (flow_run_id,))
+        with self.db.transaction() as tx:
+            if not table_exists(tx, IDENTITY_USES):
+                return None
+            row = tx.fetch_one(
+                "SELECT handle FROM rp_identity_uses WHERE flow_run_id = %s AND purpose = 'initiator'"
+                " ORDER BY at DESC LIMIT 1", (flow_run_id,))
         return str(row["handle"]) if row else None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from remediation.clients.database import Database
-from remediation.records.schema import ensure_schema
+from remediation.records.schema import with_schema
 
 __all__ = ["HeldLease", "LockLeases"]
 
@@ -30,10 +30,10 @@ class LockLeases:
         self.db = db
 
     def held(self, lease_id: UUID, names: list[str], flow_run_id: str, run_attempt: int) -> None:
-        ensure_schema(self.db)
-        self.db.execute(
-            "INSERT INTO rp_lock_leases (lease_id, names, flow_run_id, run_attempt) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (lease_id) DO NOTHING", (lease_id, names, flow_run_id, run_attempt))
+        with with_schema(self.db) as tx:
+            tx.execute(
+                "INSERT INTO rp_lock_leases (lease_id, names, flow_run_id, run_attempt) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (lease_id) DO NOTHING", (lease_id, names, flow_run_id, run_attempt))
 
     def released(self, lease_id: UUID, why: str) -> None:
         self.db.execute("UPDATE rp_lock_leases SET released_at = clock_timestamp(), released_why = %s"
@@ -41,9 +41,9 @@ class LockLeases:
 
     def holders(self, names: list[str]) -> list[HeldLease]:
         """Leases on any of `names` not known to be released."""
-        ensure_schema(self.db)
-        rows = self.db.fetch_all(
-            "SELECT lease_id, names, flow_run_id, run_attempt FROM rp_lock_leases"
-            " WHERE released_at IS NULL AND names && %s::text[] ORDER BY acquired_at", (names,))
+        with with_schema(self.db) as tx:
+            rows = tx.fetch_all(
+                "SELECT lease_id, names, flow_run_id, run_attempt FROM rp_lock_leases"
+                " WHERE released_at IS NULL AND names && %s::text[] ORDER BY acquired_at", (names,))
         return [HeldLease(UUID(str(r["lease_id"])), list(r["names"]), r["flow_run_id"], r["run_attempt"])
                 for r in rows]

@@ -3,16 +3,19 @@ racing on CREATE TABLE would otherwise collide)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import LiteralString
 
 from remediation.clients.database import Database, Transaction
 
-__all__ = ["ANCHORS", "CHANGE_LOG", "IDENTITY_USES", "LOCK_LEASES", "ensure_schema", "table_exists"]
+__all__ = ["ANCHORS", "CHANGE_LOG", "IDENTITY_USES", "LOCK_LEASES", "table_exists", "with_schema"]
 
 ANCHORS = "rp_evidence_anchors"
 CHANGE_LOG = "rp_change_log"
 IDENTITY_USES = "rp_identity_uses"
 LOCK_LEASES = "rp_lock_leases"
+_TABLES = (ANCHORS, CHANGE_LOG, IDENTITY_USES, LOCK_LEASES)
 
 _DDL: LiteralString = """
 SELECT pg_advisory_xact_lock(hashtext('rp_records_schema'));
@@ -87,11 +90,23 @@ CREATE TABLE IF NOT EXISTS rp_lock_leases (
 CREATE INDEX IF NOT EXISTS rp_lock_leases_held ON rp_lock_leases USING gin (names) WHERE released_at IS NULL;
 """
 
-def ensure_schema(db: Database) -> None:
-    """Create the tables if they are missing (idempotent)."""
+
+def _ensure_schema(tx: Transaction) -> None:
+    """Create the tables if they are missing (idempotent), inside the caller's transaction: a record and
+    its schema check share one connection (each connection is a TCP and authentication handshake,
+    tens of ms on a busy host)."""
+    row = tx.fetch_one("SELECT count(*) AS present FROM unnest(%s::text[]) AS t(name)"
+                       " WHERE to_regclass(name) IS NOT NULL", (list(_TABLES),))
+    if not row or row["present"] != len(_TABLES):
+        tx.execute(_DDL)
+
+
+@contextmanager
+def with_schema(db: Database) -> Iterator[Transaction]:
+    """One transaction on `db`, its tables created first if missing."""
     with db.transaction() as tx:
-        if not all(table_exists(tx, t) for t in (ANCHORS, CHANGE_LOG, IDENTITY_USES, LOCK_LEASES)):
-            tx.execute(_DDL)
+        _ensure_schema(tx)
+        yield tx
 
 
 def table_exists(tx: Database | Transaction, name: str) -> bool:
