@@ -1,8 +1,8 @@
 """capture-evidence: preserve the incident's evidence before anyone touches anything (seeds 000, 001, 003).
 
-Orchestration only: plan the profile's collectors, run them concurrently, write the
-manifest, upload and verify, report. The final state is the on-call's and the
-auditor's one-line answer:
+Orchestration only: plan the profile's collectors, run them concurrently (each file uploaded
+and verified as its collector finishes), write the manifest, upload it last, report. The final
+state is the on-call's and the auditor's one-line answer:
 
 * **Completed** — every configured collector captured, bundle uploaded and re-verified;
 * **Failed** — the bundle is *incomplete or not yet in S3*: the message says how many
@@ -113,7 +113,7 @@ def capture_evidence(
     early = EarlyUpload(directory, bundle.s3_prefix, lambda: connect.evidence_store(inv, best_effort=True),
                         expect_lock=inv.evidence.object_lock_days is not None)
     try:
-        found, _ = settle_all(futures, on_completed=lambda _, record: early.offer(str(record["file"])))
+        found, _ = settle_all(futures, on_completed=lambda _, record: _offer(early, record))
     finally:
         connect.close_shared_hosts()  # the host collectors shared one SSH connection per host
     verified = early.finish(timeout_s=EARLY_UPLOAD_WAIT_S)
@@ -148,6 +148,11 @@ def capture_evidence(
     if counts["failed"] or not uploaded or anchor is None:
         return Failed(message=message, data=report)
     return Completed(message=message, data=report)
+
+
+def _offer(early: EarlyUpload, record: dict[str, Any]) -> None:
+    if record.get("file"):
+        early.offer(str(record["file"]))
 
 
 def _record(

@@ -46,7 +46,8 @@ class EarlyUpload:
         self._lock = threading.Lock()
         self._gave_up = threading.Event()
         self._listed: set[str] | None = None
-        self._list_lock = threading.Lock()
+        self._opened: EvidenceStore | None = None
+        self._open_lock = threading.Lock()
 
     def offer(self, name: str) -> None:
         """Start uploading `name`, a finished file in the bundle. Each file is uploaded once; a name that was
@@ -59,22 +60,25 @@ class EarlyUpload:
         if self._gave_up.is_set():
             raise _GaveUpError(name)
         try:
-            store = self._store()
-            absent = f"{self._prefix}/{name}" not in self._existing(store)
+            store, existing = self._open()
+            absent = f"{self._prefix}/{name}" not in existing
             return put_verified(store, self._directory, self._prefix, name, expect_lock=self._expect_lock,
                                 absent=absent)
         except Exception:
             self._gave_up.set()
             raise
 
-    def _existing(self, store: EvidenceStore) -> set[str]:
-        # The run's prefix is new, so one LIST usually stands in for a HEAD per file (S3 requests are
-        # most of an upload's cost). A re-run of the same flow run finds its earlier keys here, and
-        # `put_file` then compares each one as usual.
-        with self._list_lock:
-            if self._listed is None:
+    def _open(self) -> tuple[EvidenceStore, set[str]]:
+        # Once per bundle: the store (its credentials may be Prefect Secret blocks, an API call each),
+        # and one LIST of the run's prefix. The prefix is new, so the LIST stands in for a HEAD per
+        # file (S3 requests are most of an upload's cost); a re-run of the same flow run finds its
+        # earlier keys here, and `put_file` then compares each one as usual.
+        with self._open_lock:
+            if self._opened is None or self._listed is None:
+                store = self._store()
                 self._listed = {o.key for o in store.list(f"{self._prefix}/")}
-            return self._listed
+                self._opened = store
+            return self._opened, self._listed
 
     def finish(self, timeout_s: float) -> dict[str, dict[str, Any]]:
         """Wait up to `timeout_s` for the offered files. Returns the verified ones; the bundle's upload does

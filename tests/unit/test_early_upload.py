@@ -22,11 +22,17 @@ def _prefix(directory: Path) -> str:
 def test_files_uploaded_early_are_not_uploaded_again_and_the_manifest_still_goes_last(tmp_path: Path) -> None:
     directory = make_bundle(tmp_path)
     store = MemoryStore()
-    early = EarlyUpload(directory, _prefix(directory), lambda: store)
+    opened: list[MemoryStore] = []
+
+    def open_store() -> MemoryStore:  # resolving credentials may be API calls: once per bundle
+        opened.append(store)
+        return store
+
+    early = EarlyUpload(directory, _prefix(directory), open_store)  # type: ignore[arg-type]
     for name in (*FILES, FILES[0]):  # offered twice: uploaded once
         early.offer(name)
     verified = early.finish(timeout_s=10)
-    assert set(verified) == set(FILES) and (store.puts, store.read_backs) == (2, 2)
+    assert set(verified) == set(FILES) and (store.puts, store.read_backs) == (2, 2) and len(opened) == 1
     record, uploaded = bundle.upload_bundle(directory, store, verified=verified)  # type: ignore[arg-type]
     assert uploaded and (store.puts, store.read_backs) == (3, 3), "only the manifest was left to upload"
     assert {n: record.objects[n] for n in FILES} == verified
