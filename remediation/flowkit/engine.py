@@ -13,13 +13,18 @@
 * Prefect watches every deployment run for a suspension requested from outside (the UI's
   Suspend, an automation) on a thread of its own with its own client and event stream:
   each run waited 0.2 s for that watcher to connect before its first line, and 0.15 s for
-  its thread to end. Under `runner_settings()` the same watcher starts and stops beside
-  the run instead; it still reads the run's state when it starts, so a suspension is
-  noticed either way, at worst a moment later.
+  its thread to end. Under `runner_settings()` the same watcher starts 2 s into the run
+  and stops beside it, so a run is never kept waiting for it; it reads the run's state
+  when it starts, so a suspension is still noticed, at worst 2 s later. A capture over
+  in less than that never starts one.
 * `shared_api_client()`: every flow run builds its own API client unless one is already in
   Prefect's context, and every new client builds a TLS context (the system's CA bundle
   parsed again, 70 ms of CPU, even for a plain-http API): a quarter of a capture's
   main-thread time. A warm child builds the one client its run will use while it waits.
+* `start_event_and_log_workers()`: Prefect starts its events worker (a thread and a
+  websocket) and its API-log worker (a thread and an API client) on a process's first event
+  and first log line, i.e. inside the first task a run submits. A warm child starts both
+  while it waits instead.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-__all__ = ["PrestartedThreadPool", "prestarted_threads", "runner_settings", "shared_api_client"]
+__all__ = ["PrestartedThreadPool", "prestarted_threads", "runner_settings", "shared_api_client",
+           "start_event_and_log_workers"]
 
 
 class PrestartedThreadPool(ThreadPoolTaskRunner[Any]):
@@ -85,15 +91,24 @@ def runner_settings() -> Iterator[None]:
         prefect.flow_engine.observe_flow_run_suspension = observe
 
 
+#: A run's first seconds are its busiest (tasks submitted, files uploaded): the watcher's thread,
+#: event loop, client and websocket would compete with them for the GIL, and most captures are
+#: over by then. Prefect's own fallback, polling the run's state, looks every 10 s.
+WATCHER_DELAY_S = 2.0
+
+
 def _beside_the_run(observe: Callable[..., Any]) -> Callable[..., Any]:
-    """Prefect's suspension watcher (`observe`, a context manager), entered and left on threads of its own."""
+    """Prefect's suspension watcher (`observe`, a context manager), entered `WATCHER_DELAY_S` into the run
+    and left, both on threads of their own; a run over by then never starts one."""
 
     @contextmanager
     def observe_beside(*args: Any, **kwargs: Any) -> Iterator[None]:
         watcher = observe(*args, **kwargs)
-        entered = threading.Event()
+        entered, over = threading.Event(), threading.Event()
 
         def start() -> None:
+            if over.wait(WATCHER_DELAY_S):
+                return
             watcher.__enter__()
             entered.set()
 
@@ -103,6 +118,8 @@ def _beside_the_run(observe: Callable[..., Any]) -> Callable[..., Any]:
         try:
             yield
         finally:
+            over.set()
+
             def stop() -> None:
                 starting.join()
                 if entered.is_set():
@@ -119,3 +136,12 @@ def shared_api_client() -> Iterator[None]:
     `get_client(sync_client=True)` take it from the context instead of building their own."""
     with SyncClientContext.get_or_create():
         yield
+
+
+def start_event_and_log_workers() -> None:
+    """Start Prefect's events and API-log workers now (both are per-process singletons the run then uses)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    EventsWorker.instance()
+    APILogWorker.instance()

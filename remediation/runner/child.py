@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from remediation.flowkit.engine import runner_settings, shared_api_client
+from remediation.flowkit.engine import runner_settings, shared_api_client, start_event_and_log_workers
 
 __all__ = ["child_main", "code_stamp", "project_sources"]
 
@@ -68,8 +68,10 @@ def child_main(entrypoints: Sequence[str], preload: Sequence[str], warm_calls: S
         except Exception as exc:  # a broken entrypoint must not stop the others; the run reports it
             print(f"warm child: could not preload {ep}: {exc}", file=sys.stderr)
     # This replica heartbeats the run itself. Entered while warming: building Prefect's settings
-    # again costs 0.15 s of CPU, and the run's API client 0.07 s, which the run would otherwise wait for.
+    # again costs 0.15 s of CPU, the run's API client 0.07 s, and Prefect's events and log workers
+    # start on a run's first task; the run would otherwise wait for all of it.
     with runner_settings(), shared_api_client():
+        start_event_and_log_workers()
         return _run_one(proto, flows)
 
 

@@ -26,7 +26,8 @@ WARM_PRELOAD = ("boto3", "botocore.session", "boto3.s3.transfer", "paramiko", "p
                 "prefect.task_engine", "prefect.task_runners", "prefect.artifacts", "prefect.results",
                 "fastapi", "fastapi.encoders", "graphviz", "opentelemetry.metrics", "anyio", "encodings.idna",
                 "prefect_aws.s3")
-WARM_CALLS = ("remediation.clients.evidence_store:warm_up", "remediation.target.connect:warm_up")
+WARM_CALLS = ("remediation.clients.evidence_store:warm_up", "remediation.target.connect:warm_up",
+              "flows.capture_evidence:prepare_collector_tasks")
 
 
 class _ProjectProcess:

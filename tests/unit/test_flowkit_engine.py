@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from prefect.settings import get_current_settings
 
 from remediation.flowkit.engine import PrestartedThreadPool, prestarted_threads, runner_settings
@@ -52,33 +53,41 @@ def test_runner_settings_turn_the_engine_heartbeat_off_only_inside() -> None:
 
 
 
-def test_runner_settings_keep_prefects_suspension_watcher_but_never_wait_for_it() -> None:
+def test_runner_settings_keep_prefects_suspension_watcher_but_never_wait_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import prefect.flow_engine
 
-    calls: list[tuple[str, str, float]] = []
-    began = time.monotonic()
+    from remediation.flowkit import engine
+
+    calls: list[tuple[str, str]] = []
 
     @contextmanager
     def slow_watcher(flow_run_id: str, request: object) -> Iterator[None]:
         time.sleep(0.3)  # Prefect's connects its event stream first
-        calls.append(("enter", threading.current_thread().name, time.monotonic() - began))
+        calls.append(("enter", threading.current_thread().name))
         yield
         time.sleep(0.3)  # and joins its thread last
-        calls.append(("exit", threading.current_thread().name, time.monotonic() - began))
+        calls.append(("exit", threading.current_thread().name))
 
-    original = prefect.flow_engine.observe_flow_run_suspension
-    prefect.flow_engine.observe_flow_run_suspension = slow_watcher
-    try:
+    monkeypatch.setattr(engine, "WATCHER_DELAY_S", 0.2)
+    monkeypatch.setattr(prefect.flow_engine, "observe_flow_run_suspension", slow_watcher)
+
+    def run(body_s: float) -> float:
+        began = time.monotonic()
         with runner_settings():
             with prefect.flow_engine.observe_flow_run_suspension("run-1", object()):
-                body_at = time.monotonic() - began
-            left_at = time.monotonic() - began
+                time.sleep(body_s)
+            left = time.monotonic() - began
         assert prefect.flow_engine.observe_flow_run_suspension is slow_watcher, "restored on the way out"
-    finally:
-        prefect.flow_engine.observe_flow_run_suspension = original
-    assert body_at < 0.2 and left_at < 0.2, "the run neither waited for the watcher to start nor to stop"
+        return left - body_s
+
+    assert run(0.05) < 0.15 and calls == [], "a run over before the delay never starts the watcher"
+    time.sleep(0.5)
+    assert calls == []
+    assert run(0.8) < 0.15, "a longer run neither waited for the watcher to start nor to stop"
     deadline = time.monotonic() + 5
     while len(calls) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert [c[0] for c in calls] == ["enter", "exit"], "the watcher still ran, and was stopped"
-    assert all(name.startswith("suspension-watcher") for _, name, _ in calls)
+    assert [c[0] for c in calls] == ["enter", "exit"], "the watcher ran, and was stopped"
+    assert all(name.startswith("suspension-watcher") for _, name in calls)
