@@ -1,12 +1,16 @@
 """capture-evidence figures against the running sandbox stack. Prints numbers; not a test.
 
     eval "$(uv run python -m sandbox.stack env)"
-    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256] [--large-only | --flow-only]
+    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256] [--large-only | --flow-only | --cpu]
 
 1. The flow (in-process, concurrent collectors, upload + verify) vs the same collectors
    called one after another as plain Python (no Prefect), same run, same machine.
 2. A large synthetic log collected over SSH (whole file), redacted, written and uploaded
    by a fresh interpreter: peak RSS (VmHWM) and throughput.
+
+`--cpu`: where a capture's CPU goes on this machine, per process (from /proc), over RUNS flows run
+back to back and then over as many sequential runs, each followed by a few seconds for the
+Prefect server to finish what the runs queued.
 """
 
 from __future__ import annotations
@@ -88,10 +92,52 @@ def large_log(mib: int) -> dict[str, float]:
         return run(logs, out)
 
 
+def _cpu_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) of every process on the machine, by pid and command line."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        found[f"{pid} {cmd[:90] or stat.split('(')[1].split(')')[0]}"] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def cpu_figures(runs: int) -> None:
+    from remediation.flowkit.engine import runner_settings, shared_api_client
+
+    with tempfile.TemporaryDirectory() as tmp, runner_settings(), shared_api_client():
+        os.environ["RP_EVIDENCE_DIR"] = tmp
+        flow_once()  # warm-up
+        sequential_once(Path(tmp))
+        for label, once in (("flow", flow_once), ("sequential", lambda: sequential_once(Path(tmp)))):
+            time.sleep(3)  # the server finishes what the warm-up queued
+            before, began = _cpu_by_process(), time.perf_counter()
+            for _ in range(runs):
+                once()
+            wall = (time.perf_counter() - began) / runs
+            time.sleep(4)  # and what these runs queued: it is their cost too
+            after = _cpu_by_process()
+            spent = {k: (v - before.get(k, 0.0)) / runs for k, v in after.items()}
+            top = sorted(spent.items(), key=lambda kv: -kv[1])
+            print(f"{label}: {runs} runs back to back, wall {wall:.2f} s per run; CPU per run, all processes "
+                  f"{sum(spent.values()):.2f} s:")
+            for name, cpu in top[:8]:
+                if cpu >= 0.005:
+                    print(f"  {cpu:6.3f} s  {name}")
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     runs = int(args[0]) if args else 5
     mib = int(args[1]) if len(args) > 1 else 256
+    if "--cpu" in sys.argv:
+        cpu_figures(runs)
+        return
     if "--large-only" not in sys.argv:
         flow_figures(runs)
     if "--flow-only" not in sys.argv:
