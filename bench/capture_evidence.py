@@ -10,7 +10,8 @@
 
 `--cpu`: where a capture's CPU goes on this machine, per process (from /proc), over RUNS flows run
 back to back and then over as many sequential runs, each followed by a few seconds for the
-Prefect server to finish what the runs queued.
+Prefect server to finish what the runs queued. Only processes alive at both ends are counted: the
+short-lived ones (sshd's per-session processes) are not.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ def large_log(mib: int) -> dict[str, float]:
         return run(logs, out)
 
 
-def _cpu_by_process() -> dict[str, float]:
-    """CPU seconds (user + system) of every process on the machine, by pid and command line."""
+def _cpu_by_process() -> dict[str, tuple[float, str]]:
+    """CPU seconds (user + system) of every process on the machine, by pid, with its command line."""
     tick = os.sysconf("SC_CLK_TCK")
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -103,7 +104,8 @@ def _cpu_by_process() -> dict[str, float]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        found[f"{pid} {cmd[:90] or stat.split('(')[1].split(')')[0]}"] = (int(fields[11]) + int(fields[12])) / tick
+        # Kernel threads rename themselves as they work: the pid, not the name, is the key.
+        found[pid] = ((int(fields[11]) + int(fields[12])) / tick, cmd[:90] or stat.split("(")[1].split(")")[0])
     return found
 
 
@@ -122,7 +124,8 @@ def cpu_figures(runs: int) -> None:
             wall = (time.perf_counter() - began) / runs
             time.sleep(4)  # and what these runs queued: it is their cost too
             after = _cpu_by_process()
-            spent = {k: (v - before.get(k, 0.0)) / runs for k, v in after.items()}
+            spent = {f"{pid} {name}": (cpu - before.get(pid, (0.0, ""))[0]) / runs
+                     for pid, (cpu, name) in after.items()}
             top = sorted(spent.items(), key=lambda kv: -kv[1])
             print(f"{label}: {runs} runs back to back, wall {wall:.2f} s per run; CPU per run, all processes "
                   f"{sum(spent.values()):.2f} s:")
