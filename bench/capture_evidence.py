@@ -21,6 +21,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +112,8 @@ def _cpu_by_process() -> dict[str, tuple[float, str]]:
 
 
 def cpu_figures(runs: int) -> None:
-    from remediation.flowkit.engine import runner_settings, shared_api_client
-
-    with tempfile.TemporaryDirectory() as tmp, runner_settings(), shared_api_client():
-        os.environ["RP_EVIDENCE_DIR"] = tmp
-        flow_once()  # warm-up
-        sequential_once(Path(tmp))
-        for label, once in (("flow", flow_once), ("sequential", lambda: sequential_once(Path(tmp)))):
+    with _as_a_warm_runner() as tmp:
+        for label, once in (("flow", flow_once), ("sequential", lambda: sequential_once(tmp))):
             time.sleep(3)  # the server finishes what the warm-up queued
             before, began = _cpu_by_process(), time.perf_counter()
             for _ in range(runs):
@@ -147,18 +144,25 @@ def main() -> None:
         large_log_figures(mib)
 
 
-def flow_figures(runs: int) -> None:
+@contextmanager
+def _as_a_warm_runner() -> Iterator[Path]:
+    """The flow run as a warm runner runs it, bundles in a scratch directory, both ways warmed up once
+    (imports, first connections, the Prefect client)."""
     from remediation.flowkit.engine import runner_settings, shared_api_client
 
-    # As a warm runner runs the flow.
     with tempfile.TemporaryDirectory() as tmp, runner_settings(), shared_api_client():
         os.environ["RP_EVIDENCE_DIR"] = tmp
-        flow_once()  # warm-up: imports, first connection, Prefect client
+        flow_once()
         sequential_once(Path(tmp))
+        yield Path(tmp)
+
+
+def flow_figures(runs: int) -> None:
+    with _as_a_warm_runner() as tmp:
         flows, seq = [], []
         for _ in range(runs):  # alternated, so both see the same machine
             flows.append(flow_once())
-            seq.append(sequential_once(Path(tmp)))
+            seq.append(sequential_once(tmp))
     med = statistics.median
     each = {name: med(s["collectors"][name] for s in seq) for name in seq[0]["collectors"]}
     upload = med(s["upload"] for s in seq)

@@ -109,6 +109,6 @@ def with_schema(db: Database) -> Iterator[Transaction]:
         yield tx
 
 
-def table_exists(tx: Database | Transaction, name: str) -> bool:
+def table_exists(tx: Transaction, name: str) -> bool:
     row = tx.fetch_one("SELECT to_regclass(%s) IS NOT NULL AS present", (name,))
     return bool(row and row["present"])
