@@ -157,7 +157,8 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
-def one_storm(args: argparse.Namespace, deployment: str, token: str, rate: float) -> dict[str, Any]:
+def one_storm(args: argparse.Namespace, deployment: str, token: str, rate: float,
+              start_concurrency: int | None = None) -> dict[str, Any]:
     from tests.fixtures.alert_receiver_proc import ReceiverProcess, write_routes
 
     nonce = secrets.token_hex(4)
@@ -165,7 +166,8 @@ def one_storm(args: argparse.Namespace, deployment: str, token: str, rate: float
     bodies = [json.dumps(payload(nonce, i % args.groups, start, i)).encode() for i in range(args.posts)]
     random.Random(nonce).shuffle(bodies)
     tmp = Path(tempfile.mkdtemp(prefix="alert-storm-"))
-    routes = write_routes(tmp / "routes.toml", deployment)
+    routes = write_routes(tmp / "routes.toml", deployment, **(
+        {} if start_concurrency is None else {"start_concurrency": str(start_concurrency)}))
     receivers = [ReceiverProcess(routes, {}, tmp / f"receiver-{i}.log").start() for i in range(args.replicas)]
     try:
         t0 = time.perf_counter()
@@ -187,7 +189,8 @@ def one_storm(args: argparse.Namespace, deployment: str, token: str, rate: float
     server_runs = [r for r in parked_runs(deployment)
                    if (r.parameters.get("alert") or {}).get("labels", {}).get("bench") == nonce]
     lat = [r[0] * 1000 for r in results]
-    print(f"\nrate {rate or 'unpaced'}/s, {args.concurrency} connections: "
+    print(f"\nrate {rate or 'unpaced'}/s, {args.concurrency} connections, start_concurrency "
+          f"{start_concurrency or 'as configured'}: "
           f"answers {dict(sorted(codes.items()))}, by status {dict(sorted(statuses.items()))}")
     verdict = "OK" if len(server_runs) == args.groups else "MISMATCH"
     print(f"  flow runs on the server for this storm: {len(server_runs)} (expected {args.groups}) {verdict}; "
@@ -202,7 +205,8 @@ def one_storm(args: argparse.Namespace, deployment: str, token: str, rate: float
         if xs:
             print(f"    {what}: n={len(xs)} p50 {pct(xs, 50):.1f}  p95 {pct(xs, 95):.1f}  p99 {pct(xs, 99):.1f}")
     print(f"  receiver logs: {tmp}")
-    return {"rate": rate, "p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat),
+    return {"rate": rate, "starts": start_concurrency or "routes", "p50": pct(lat, 50), "p99": pct(lat, 99),
+            "max": max(lat),
             "runs": len(server_runs), "created_s": all_started,
             "ok": len(server_runs) == args.groups and codes == {202: args.posts}}
 
@@ -215,6 +219,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, nargs="+", default=[0, 200, 500],
                         help="posts per second, one storm each (0: as fast as the connections allow)")
     parser.add_argument("--replicas", type=int, default=1, help="receiver processes (requests round-robin)")
+    parser.add_argument("--start-concurrency", type=int, nargs="+", default=None,
+                        help="receiver creates in flight (the routes file's start_concurrency); several values "
+                             "alternate storm by storm, each rate once per value, for side-by-side figures")
+    parser.add_argument("--repeat", type=int, default=1, help="run the whole set of storms this many times")
     parser.add_argument("--keep-runs", action="store_true", help="leave the created runs Scheduled (else deleted)")
     args = parser.parse_args()
 
@@ -230,11 +238,12 @@ def main() -> int:
     print(f"alert storm: {args.posts} POSTs over {args.groups} groups per storm, {args.replicas} receiver "
           f"process(es); flow: {'real' if real_flow_exists() else 'stand-in'} capture-evidence schema, "
           f"parked deployment {deployment} (pool {POOL}, no worker)")
-    rows = [one_storm(args, deployment, token, rate) for rate in args.rate]
-    print("\n| posts/s | p50 ms | p99 ms | max ms | runs | last run created |")
-    print("|---|---|---|---|---|---|")
+    rows = [one_storm(args, deployment, token, rate, starts)
+            for _ in range(args.repeat) for rate in args.rate for starts in (args.start_concurrency or [None])]
+    print("\n| posts/s | start_concurrency | p50 ms | p99 ms | max ms | runs | last run created |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['rate'] or 'unpaced'} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | "
+        print(f"| {r['rate'] or 'unpaced'} | {r['starts']} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} | "
               f"{r['runs']}/{args.groups} | {r['created_s']:.1f} s |")
     if not args.keep_runs:
         # Every run of the parked deployment is a bench run (ours or an earlier bench's).

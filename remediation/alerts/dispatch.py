@@ -129,7 +129,7 @@ class StartDispatcher:
             if left is not None and left <= 0:
                 return
             await asyncio.wait(set(self._tasks), timeout=left)
-        await self._in_io(lambda: None)  # the journal writes queued behind them
+        await self.in_io(lambda: None)  # the journal writes queued behind them
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -170,7 +170,7 @@ class StartDispatcher:
             while self._accepting:
                 batch, self._accepting = self._accepting, []
                 try:
-                    await self._in_io(self.journal.accept_many, [(e, inc) for e, inc, _ in batch])
+                    await self.in_io(self.journal.accept_many, [(e, inc) for e, inc, _ in batch])
                 except Exception as exc:
                     for _, _, future in batch:
                         if not future.done():
@@ -185,7 +185,9 @@ class StartDispatcher:
         finally:
             self._committing = False
 
-    async def _in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def in_io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a journal write on the journal's own thread, in order with its commits: a write on the
+        event loop would wait there for a commit's fsync, and every request would wait with it."""
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     def _spawn(self, coro: object) -> None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -120,6 +121,10 @@ class AlertIntake:
                                           backoff_s=backoff_s)
         self.admission = Admission(config.limits)
         self.overflow = Overflow()
+        #: Groups whose first notification is opening its episode on the journal's thread: a second
+        #: notification of the group waits for it, then finds the start claimed and is a repeat
+        #: (admitted and counted once).
+        self._opening: dict[str, asyncio.Future[None]] = {}
         window = config.limits.runs_window_s
         seeded: dict[str, list[float]] = {}
         for target, age in journal.accepted_since(time.time() - window):
@@ -138,11 +143,25 @@ class AlertIntake:
             self._overflowed(refusal.reason, group, ident, route)
             raise Throttled(429, refusal.retry_after_s, refusal.detail)
 
+    async def _open_episode(self, fingerprint: str, seen: dt.datetime) -> dt.datetime:
+        """On the journal's thread (a write on the event loop would hold every request behind a
+        commit's fsync). Released before the caller claims the start, with no await in between:
+        the waiters resume only after the claim."""
+        opening = self._opening[fingerprint] = asyncio.get_running_loop().create_future()
+        try:
+            started: dt.datetime = await self.dispatcher.in_io(self.journal.open_episode, fingerprint, seen)
+            return started
+        finally:
+            del self._opening[fingerprint]
+            opening.set_result(None)
+
     def _repeat(self, key: str) -> bool:
         return self.dispatcher.lookup(key) is not None or self.journal.admitted(key)
 
     async def handle(self, group: AlertGroup) -> Outcome:
         fingerprint = group_fingerprint(group)
+        while (opening := self._opening.get(fingerprint)) is not None:
+            await asyncio.shield(opening)
         episode = self.journal.current_episode(fingerprint) if group.episodic else None
         ident = identify(group, episode)
         routed = self.config.route(group)
@@ -152,7 +171,7 @@ class AlertIntake:
             # Recorded before the episode closes: a failed record answers 503 and the retry is filed alike.
             await self.starter.record(self._record("resolved", group, ident, routed))
             if episode is not None:
-                self.journal.close_episode(fingerprint)
+                await self.dispatcher.in_io(self.journal.close_episode, fingerprint)
             log.info("alert %s %s resolved: group %s recorded, nothing started", group.source, ident.incident_id,
                      ident.fingerprint)
             return self._outcome("resolved", ident, routed)
@@ -176,7 +195,7 @@ class AlertIntake:
                 if capped is not None:
                     return self._capped(group, ident, routed, capped)
                 if group.episodic and episode is None and group.starts_at is not None:
-                    ident = identify(group, self.journal.open_episode(fingerprint, group.starts_at))
+                    ident = identify(group, await self._open_episode(fingerprint, group.starts_at))
             kept = stored(self.config, group, name)
             entry = JournalEntry(capture_request(self.config, group, ident, action, kept),
                                  self._record("firing", group, ident, routed, kept))
