@@ -78,12 +78,14 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
             if run.state is not None and run.state.is_final():
                 return run
             try:
-                paused = wait_for_incident_pause(incident_id, timeout_s=2, poll_s=0.5)
+                # One look per turn, so the run's end is seen as soon as a pause would be.
+                paused = wait_for_incident_pause(incident_id, timeout_s=0)
             except TimeoutError:
+                time.sleep(0.2)
                 continue
             key = (paused.id, paused.state.state_details.pause_key if paused.state else None)
             if key in answered:
-                time.sleep(0.5)
+                time.sleep(0.2)
                 continue
             answered.add(key)
             step = pending_step(paused)

@@ -28,10 +28,15 @@ from prefect.runtime import flow_run
 from prefect.states import Paused, Running, State
 from prefect.utilities.engine import propose_state_sync
 
-__all__ = ["POLL_S", "SERVER_GRACE_S", "attempt", "pause_for_answer", "pause_key", "step_of"]
+from remediation.flowkit.run_events import StateChanges
 
-#: How often a paused run checks whether it was resumed (Prefect's default is 10 s). One small read
-#: per paused run; an approval takes effect 0.25 s later on average.
+__all__ = ["EVENTS_POLL_S", "POLL_S", "SERVER_GRACE_S", "attempt", "pause_for_answer", "pause_key", "step_of"]
+
+#: How often a paused run reads whether it was resumed while the server's state events reach it
+#: (`run_events.StateChanges`): they wake it ~50 ms after the answer, so the read is only a safety net.
+EVENTS_POLL_S = 2.0
+#: ... and while they do not (websocket refused, subscribing, reconnecting): one small read per
+#: paused run; an approval then takes effect 0.25 s later on average (Prefect's own default is 10 s).
 POLL_S = 0.5
 #: The server's own pause deadline is set this much later than ours. Past the server's deadline
 #: Prefect turns any exit from Paused into "Failed: never resumed"; leaving at ours first lets a
@@ -73,13 +78,14 @@ def pause_for_answer(form: type[RunInput], *, timeout_s: float, key: str) -> dic
         form.save(keyset)
     except ObjectAlreadyExists:
         raise RuntimeError(f"the form for pause {key} already exists; not pausing on someone else's form") from None
-    with get_client(sync_client=True) as client:
+    # Listening before pausing: an answer given the moment the form shows is not missed.
+    with get_client(sync_client=True) as client, StateChanges(run_id) as changes:
         state = propose_state_sync(client, proposed, flow_run_id=run_id)
         if not state.is_paused():
             raise RuntimeError(f"the run could not pause for an answer: {state}")
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            time.sleep(POLL_S)
+        while (left := deadline - time.monotonic()) > 0:
+            changes.wait(min(left, EVENTS_POLL_S if changes.listening else POLL_S))
             current = client.read_flow_run(run_id).state
             if current is not None and current.is_running():
                 raw = read_flow_run_input(keyset["response"], flow_run_id=run_id)

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float = 0.5) -> FlowRun:
+def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float = 0.2) -> FlowRun:
     """Block until the run is paused waiting for input; fail clearly if it ends first."""
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
@@ -53,7 +53,7 @@ def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float =
             time.sleep(poll_s)
 
 
-def wait_for_final(flow_run_id: UUID, *, timeout_s: float = 180, poll_s: float = 0.5) -> FlowRun:
+def wait_for_final(flow_run_id: UUID, *, timeout_s: float = 180, poll_s: float = 0.2) -> FlowRun:
     """Block until the run reaches a final state (Completed, Failed, Crashed, Cancelled)."""
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
@@ -88,7 +88,7 @@ def alert_capture_run(reply: dict[str, Any], *, timeout_s: float = 60, poll_s: f
             time.sleep(poll_s)
 
 
-def wait_for_incident_pause(incident_id: str, *, timeout_s: float = 120, poll_s: float = 0.5,
+def wait_for_incident_pause(incident_id: str, *, timeout_s: float = 120, poll_s: float = 0.2,
                             skip: set[UUID] | None = None) -> FlowRun:
     """The run of this incident (any flow, subflows included) that waits for a decision now."""
     deadline = time.monotonic() + timeout_s

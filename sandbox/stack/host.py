@@ -82,8 +82,9 @@ class DeployHost:
         self.rebuild_script.write_text(
             "#!/bin/sh\n"
             "# Rebuild = restart the gateway from this host's servers_v2 checkout (no Docker here;\n"
-            "# a compose target runs `docker compose ... up -d --build` instead).\n"
-            f"exec {sys.executable} -m sandbox.stack restart-gateway\n"
+            "# a compose target runs `docker compose ... up -d --build` instead). The service manager's\n"
+            "# own module: it starts in a third of the time the whole stack's CLI takes to import.\n"
+            f"exec {sys.executable} -m sandbox.stack.service_control restart gateway --wait\n"
         )
         self.rebuild_script.chmod(0o755)
         # `status` is asked every 2 s while a restarted instance comes up: plain sh, no interpreter start-up.

@@ -46,10 +46,10 @@ def status_line(runner: ServiceRunner, name: str) -> str:
     return f"{name} running pid={pid} started={datetime.fromtimestamp(started, UTC).isoformat(timespec='milliseconds')}"
 
 
-def restart(runner: ServiceRunner, name: str) -> str:
+def restart(runner: ServiceRunner, name: str, *, wait: bool = False) -> str:
     # A hung process never acts on its SIGTERM: it is killed when the grace runs out.
     runner.stop(name, grace_s=STOP_GRACE_S)
-    runner.start(name, wait=False)
+    runner.start(name, wait=wait)
     return status_line(runner, name)
 
 
@@ -83,10 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("action", choices=("restart", "status", "logs"))
     parser.add_argument("instance", choices=SERVICES)
     parser.add_argument("--lines", type=int, default=200, help="logs: how many of the last lines")
+    parser.add_argument("--wait", action="store_true",
+                        help="restart: return once the instance answers HTTP (a rebuild's `up --wait`)")
     args = parser.parse_args(argv)
     runner = runner_from_home()
     if args.action == "restart":
-        print(restart(runner, args.instance))
+        print(restart(runner, args.instance, wait=args.wait))
     elif args.action == "status":
         print(status_line(runner, args.instance))
     else:

@@ -80,7 +80,7 @@ def answer_until_done(run_id: UUID, *, decision: str = "approve", approvers: tup
                 else:
                     answer(run_id, decision=decision, approver=approvers[answered % len(approvers)], reason=reason)
                     answered += 1
-            time.sleep(0.3)
+            time.sleep(0.2)
     raise TimeoutError(f"run {run_id} not final after {timeout_s:.0f} s")
 
 

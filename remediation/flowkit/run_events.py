@@ -1,0 +1,89 @@
+"""Wake a paused run the moment its state changes, from Prefect's events stream.
+
+A paused run learns of its answer by reading its own state. Polling alone trades load for delay
+(one read per paused run every 0.5 s, and an approval taking effect 0.25 s later on average);
+the server already emits `prefect.flow-run.<State>` for every change, ~50 ms after it, on the
+same websocket Prefect's own suspension watcher listens to. `StateChanges` listens there on its
+own thread and wakes the waiter; the waiter still reads the state itself, so an event is only a
+hint: a missed one (websocket refused by a proxy, a reconnect) costs a poll, never an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+__all__ = ["StateChanges"]
+
+log = logging.getLogger(__name__)
+
+
+class StateChanges:
+    """`with StateChanges(run_id) as changes: changes.wait(timeout)` — True when the server reported
+    a state change of the run since the last wait (or while subscribing), False on timeout."""
+
+    def __init__(self, flow_run_id: UUID) -> None:
+        self.flow_run_id = flow_run_id
+        self._changed = threading.Event()
+        self._subscribed = threading.Event()
+        self._done = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Subscribed and still listening: events can wake the waiter (else only its polls do)."""
+        return self._subscribed.is_set() and not self._done.is_set()
+
+    def __enter__(self) -> StateChanges:
+        context = contextvars.copy_context()  # the run's settings (API URL, auth) in the listener too
+        self._thread = threading.Thread(target=context.run, args=(self._run,), name="run-state-events", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout_s: float) -> bool:
+        changed = self._changed.wait(timeout_s)
+        self._changed.clear()
+        return changed
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not self._done.is_set():
+            loop.call_soon_threadsafe(task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._listen())
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # the polls still find the answer; say why the events did not
+            log.debug("state events for run %s unavailable: %s: %s", self.flow_run_id, type(exc).__name__, exc)
+        finally:
+            self._done.set()
+
+    async def _listen(self) -> None:
+        from prefect.events.clients import get_events_subscriber
+        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        flt = EventFilter(
+            event=EventNameFilter(prefix=["prefect.flow-run."]),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{self.flow_run_id}"]),
+            # Nothing from before the wait: the run's own earlier Running must not read as an answer.
+            occurred=EventOccurredFilter(since=datetime.now(UTC)),
+        )
+        subscriber: Any = get_events_subscriber(filter=flt, reconnection_attempts=3)
+        async with subscriber:
+            self._subscribed.set()
+            self._changed.set()  # a change before the subscription took is read by the waiter now
+            async for _ in subscriber:
+                self._changed.set()
