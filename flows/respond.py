@@ -84,7 +84,7 @@ def respond(
         initiator = verify_initiator(inv, initiated_by, timeout_s=approval_timeout_s or inv.policy.approval_timeout_s)
         if initiator is None:
             return not_confirmed(initiated_by, "not started", steps=[], all_clear=False, stopped_at="acknowledge")
-    loop = Loop(inv, incident_id, severity, title, impact, status_interval_s, pattern)
+    loop = Loop(inv, incident_id, severity, title, impact, status_interval_s, pattern, dry_run=dry_run)
     acknowledged = datetime.now(UTC)
     create_markdown_artifact(
         key=f"acknowledged-{incident_id.lower()}",
@@ -128,7 +128,8 @@ def respond(
     create_table_artifact(key=f"respond-{incident_id.lower()}", table=loop.table(),
                           description=f"response loop for {incident_id}: each step's outcome")
     data = {"steps": loop.table(), "all_clear": all_clear, "stopped_at": loop.stopped_at,
-            "postmortem": pm.message, "status_updates": loop.updates_sent, "escalated": loop.escalated}
+            "postmortem": pm.message, "status_updates": loop.updates_sent, "escalated": loop.escalated,
+            **({"status_updates_not_posted": loop.would_post} if dry_run else {})}
     if loop.stopped_at is not None:
         return Completed(message=f"loop ended at {loop.stopped_at}: {loop.stop_reason}; nothing after it ran",
                          data=data) if loop.stopped_safely else Failed(

@@ -120,9 +120,15 @@ PATTERNS = {
 
 
 class Loop:
+    """`dry_run`: nothing leaves the run — no status update is posted (each is kept in `would_post`
+    and logged) and the escalation ladder is not run: a dry run must not tell the channel, or page
+    anyone, about an incident it is only rehearsing."""
+
     def __init__(self, target: Target, incident_id: str, severity: str, title: str, impact: str,
-                 interval_s: float, pattern: str = "bad-deploy") -> None:
+                 interval_s: float, pattern: str = "bad-deploy", *, dry_run: bool = False) -> None:
         self.pattern = PATTERNS[pattern]
+        self.dry_run = dry_run
+        self.would_post: list[str] = []
         self.target, self.incident_id, self.severity = target, incident_id, severity
         self.title, self.impact, self.interval_s = title, impact, interval_s
         self.rows: list[dict[str, Any]] = []
@@ -148,6 +154,10 @@ class Loop:
         return self.interval_s / 60 if self.severity in ("SEV1", "SEV2") else None
 
     def _send(self, text: str) -> None:
+        if self.dry_run:
+            self.would_post.append(text)
+            _logger().info("dry run: not posted to the status channel: %s", text.splitlines()[0] if text else "")
+            return
         if self._sender.send(text):
             self.updates_sent += 1
 
@@ -200,15 +210,19 @@ class Loop:
                 return
 
     def start(self, who: str) -> None:
-        if self.ladder:
+        if self.ladder and not self.dry_run:
             self._escalator = threading.Thread(target=self._escalate_while_open, name="escalation", daemon=True)
             self._escalator.start()
+        elif self.ladder:
+            get_run_logger().info("dry run: escalation ladder not run (%s)", ", ".join(
+                f"{s.role} after {s.after_s:g} s" for s in self.ladder))
         self._send(initial_text(self.severity, self.service, self.incident_id, self.impact, self._every_min))
-        if self._every_min is not None:
+        if self._every_min is not None and not self.dry_run:
             self._periodic = PeriodicUpdates(self.interval_s, self._update, self._sender)
             self._periodic.start()
-        get_run_logger().info("status updates: %s", f"every {self.interval_s:g} s and at each step"
-                              if self._every_min else "at each step (SEV3/SEV4: no periodic updates)")
+        get_run_logger().info("status updates: %s", "none posted (dry run)" if self.dry_run else
+                              f"every {self.interval_s:g} s and at each step" if self._every_min
+                              else "at each step (SEV3/SEV4: no periodic updates)")
 
     def run(self, step: Step) -> bool:
         """Run one step; False when the loop must stop here."""

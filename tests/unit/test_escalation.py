@@ -102,3 +102,37 @@ def test_the_loop_takes_due_steps_by_itself_while_open_and_stops_when_it_ends(
     loop.finish()
     assert [e["role"] for e in loop.escalated] == ["team-lead"], "the 1 h step is not due; the loop has ended"
     assert sum("Incident Escalation - SEV4" in p for p in posted) == 1
+
+
+def test_a_dry_run_posts_nothing_and_pages_nobody(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from prefect.states import Completed
+
+    posted: list[str] = []
+
+    class Channel:
+        def send(self, text: str) -> bool:
+            posted.append(text)
+            return True
+
+    monkeypatch.setattr(incident_loop, "contact_channel", lambda _c: Channel())
+    monkeypatch.setattr(incident_loop, "status_channel", lambda _t: Channel())
+    monkeypatch.setattr(incident_loop, "get_run_logger", lambda: __import__("logging").getLogger("t"))
+    target = _sandbox(ladder={"SEV1": [{"after_s": 0, "role": "cto"}]})  # due at once
+    loop = incident_loop.Loop(target, "INC-10", "SEV1", "t", "i", 0.05, dry_run=True)
+    loop.start("alice")
+    assert loop.run(incident_loop.Step("snapshot-context", lambda: Completed(message="read"), risky=False))
+    time.sleep(1.5)  # a real run would have escalated and sent periodic updates by now
+    loop.finish()
+    assert posted == [] and loop.updates_sent == 0 and loop.escalated == []
+    assert len(loop.would_post) == 3, "initial, after the step, and the closing update: shown, not sent"
+    assert loop.would_post[0].startswith("🚨 Incident Alert - SEV1") and "Incident: INC-10" in loop.would_post[0]
+
+    live = incident_loop.Loop(target, "INC-11", "SEV1", "t", "i", 1800)
+    live.start("alice")
+    deadline = time.monotonic() + 5
+    while not live.escalated and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.finish()
+    assert [e["role"] for e in live.escalated] == ["cto"] and live.updates_sent == 2 and not live.would_post
