@@ -68,30 +68,34 @@ def timeline(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
         who = run["parameters"].get("initiated_by") or "unknown"
         start, end = _started(run), _ended(run)
         name, message = run["final"]["name"], run["final"]["message"]
-        final = f"{name}: {message}" if message else str(name)
+        # Run messages, who started a run and approvers' reasons come from outside: literal text here.
+        final = md_inline(f"{name}: {message}" if message else str(name), limit=600)
+        who = md_inline(who)
         done = run["final"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
         if flow == "capture-evidence":
             if str(who).startswith("alert:") and start:
                 events.append((start, f"alert fired ({who}); evidence capture auto-started"))
             if end:
-                where = f" ({result['s3']})" if result.get("s3") and result["s3"] not in final else ""
+                where = f" ({md_inline(result['s3'])})" if result.get("s3") and str(result["s3"]) not in str(
+                    message) else ""
                 events.append((end, f"evidence captured — {final}{where}"))
         elif flow == "respond" and start:
-            events.append((start, f"incident declared {run['parameters'].get('severity', '')} and acknowledged "
-                                  f"by {who}"))
+            severity = md_inline(run["parameters"].get("severity", ""))
+            events.append((start, f"incident declared {severity} and acknowledged by {who}"))
             if end and done:  # the postmortem usually runs inside the loop, before it ends
                 events.append((end, f"response loop ended — {final}"))
         elif flow in ("contain", "recover", "rollback", "reconcile", "verify-round-trip", "snapshot-context") \
                 and end and done:
             if flow == "rollback" and isinstance(result.get("revert"), dict):
-                events.append((end, f"rollback: reverted `{result['plan']['bad']['sha'][:12]}` with "
-                                    f"`{result['revert']['sha'][:12]}` — {final}"))
+                events.append((end, f"rollback: reverted `{md_inline(result['plan']['bad']['sha'][:12])}` with "
+                                    f"`{md_inline(result['revert']['sha'][:12])}` — {final}"))
             else:
                 events.append((end, f"{flow} — {final}"))
     for a in _approvals(records):
         if a.get("decided_at"):
-            events.append((a["decided_at"], f"approval {a.get('decision')}: {a.get('step')} by "
-                                            f"{a.get('approver') or 'nobody'} ({a.get('reason')})"))
+            decided = f"{md_inline(a.get('decision'))}: {md_inline(a.get('step'))}"
+            events.append((a["decided_at"], f"approval {decided} by {md_inline(a.get('approver') or 'nobody')} "
+                                            f"({md_inline(a.get('reason'))})"))
     return sorted((e for e in events if e[0]), key=lambda e: e[0])
 
 
@@ -122,7 +126,7 @@ def render_postmortem(incident_id: str, severity: str, title: str, records: list
     """`due_rule`: the target's postmortem deadline (default seed 000's); `escalated`: who the response loop
     escalated to and when, one line each (they are part of the timeline)."""
     events = timeline(records)
-    events = sorted(events + [(line.split(" ", 1)[0], line.split(" ", 1)[1]) for line in escalated or []
+    events = sorted(events + [(line.split(" ", 1)[0], md_inline(line.split(" ", 1)[1])) for line in escalated or []
                               if " " in line])
     runs = _runs(records)
     starts = [s for s in (_started(r) for r in runs) if s]
@@ -141,15 +145,18 @@ def render_postmortem(incident_id: str, severity: str, title: str, records: list
                 f"{rollback['plan']['host']}. <the mechanism, for a human to complete>")
     else:
         root = "<the actual mechanism, not \"a bug\". Reference commit / config / external dependency.>"
-    detection = (f"Alert `{alert['parameters']['initiated_by']}` started evidence capture at {_started(alert)} UTC."
+    detection = (f"Alert `{md_inline(alert['parameters']['initiated_by'])}` started evidence capture at "
+                 f"{_started(alert)} UTC."
                  if alert else "<no alert on record: a human noticed first — why did monitoring miss it?>")
     if outcome is None and respond is not None and respond["final"]["message"]:
         outcome = f"{respond['final']['name']}: {respond['final']['message']}"
+    # The title and the outcome (approvers' reasons in it) are typed by people: literal text too.
+    title, outcome = md_inline(title), (md_inline(outcome, limit=600) if outcome else outcome)
     resolution = outcome or "<what action ended the incident.>"
     lines = [
         f"# Postmortem: {severity} {title}", "",
         "## Date", declared.isoformat(), "",
-        "## Authors", *[f"- {a}" for a in authors], "",
+        "## Authors", *[f"- {md_inline(a)}" for a in authors], "",
         "## Summary",
         f"{incident_id}: {title}. Outcome of the response loop — {outcome or 'see the timeline'}.", "",
         "## Timeline (UTC)",

@@ -39,6 +39,7 @@ def test_the_ladder_posts_each_step_once_and_the_postmortem_carries_them(stack: 
                        initiated_by="oncall-alice", escalated=loop.escalated_lines(), dry_run=True,
                        return_state=True)
     text = state.result()["markdown"]
-    assert "escalated to engineering-manager (Erin, engineering manager) after 30 min open" in text
-    assert "escalated to cto (Frank, CTO) after 60 min open" in text
+    # Literal text in markdown: the contact's parentheses escaped.
+    assert r"escalated to engineering-manager \(Erin, engineering manager\) after 30 min open" in text
+    assert r"escalated to cto \(Frank, CTO\) after 60 min open" in text
     assert "business days after" in text and "the target's rule for SEV1" in text

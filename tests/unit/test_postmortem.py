@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 from remediation.domain.postmortem import business_days_after, due_date, render_postmortem, timeline
+from remediation.domain.text import md_inline
 
 
 def _run(flow: str, start: str, end: str, final: str = "COMPLETED", message: str = "", **result: Any) -> dict[str, Any]:
@@ -63,7 +64,26 @@ def test_escalations_join_the_timeline_and_the_target_sets_the_deadline() -> Non
                                         "min open"],
                              due_rule=due_rule("SEV1", PostmortemDue(hours=48)))
     lines = text.splitlines()
-    at = lines.index("- 2026-11-20 09:31:00 — escalated to engineering-manager (Erin) after 30 min open")
+    # Literal text (a contact's name is the inventory's), so its parentheses are escaped markdown.
+    at = lines.index(r"- 2026-11-20 09:31:00 — escalated to engineering-manager \(Erin\) after 30 min open")
     assert "rollback: reverted" in lines[at - 1], "in time order, after the rollback"
     assert ("Postmortem due: 2026-11-22 09:00 UTC (48 hours after 2026-11-20 09:00 UTC, the target's rule for "
             "SEV1).") in text
+
+
+def test_text_from_outside_cannot_format_or_link_in_the_postmortem() -> None:
+    hostile = "**ok** [docs](javascript:alert(1)) <img src=x>"
+    records = [
+        _run("contain", "2026-11-20T09:01:00+00:00", "2026-11-20T09:02:00+00:00", message=hostile),
+        {"kind": "approval", "data": {"data": "| field | value |\n|---|---|\n| step | contain |\n"
+                                              "| decision | approve |\n| approver | bob |\n"
+                                              f"| reason | {hostile} |\n| decided_at | 2026-11-20T09:01:30+00:00 |\n"}},
+    ]
+    text = render_postmortem("INC-9", "SEV1", hostile, records, ["alice"], outcome=f"loop ended: {hostile}",
+                             escalated=[f"2026-11-20T09:31:00+00:00 escalated to cto ({hostile})"])
+    assert text.startswith(f"# Postmortem: SEV1 {md_inline(hostile)}\n")
+    assert f"## Resolution\nloop ended: {md_inline(hostile)}\n" in text
+    timeline_lines = [ln for ln in text.splitlines() if ln.startswith("- 2026-11-20")]
+    assert len(timeline_lines) == 3
+    for line in timeline_lines:
+        assert hostile not in line and md_inline(hostile) in line, line
