@@ -33,6 +33,7 @@ class StateChanges:
         self._changed = threading.Event()
         self._subscribed = threading.Event()
         self._done = threading.Event()
+        self._leaving = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
@@ -54,6 +55,9 @@ class StateChanges:
         return changed
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        # Set before the task is read, and the listener reads it after setting its task: whichever is
+        # first, a listener that has not started yet never subscribes, one that has is cancelled.
+        self._leaving.set()
         loop, task = self._loop, self._task
         if loop is not None and task is not None and not self._done.is_set():
             loop.call_soon_threadsafe(task.cancel)
@@ -75,6 +79,8 @@ class StateChanges:
         from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        if self._leaving.is_set():
+            return
         flt = EventFilter(
             event=EventNameFilter(prefix=["prefect.flow-run."]),
             resource=EventResourceFilter(id=[f"prefect.flow-run.{self.flow_run_id}"]),

@@ -80,3 +80,14 @@ def test_without_the_stream_the_waiter_is_not_listening_and_only_its_timeout_wak
         began = time.monotonic()
         assert not changes.wait(0.2)
         assert time.monotonic() - began >= 0.19
+
+
+def test_leaving_before_the_listener_started_never_subscribes(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[FakeSubscriber] = []
+    monkeypatch.setattr(clients, "get_events_subscriber", lambda **kw: made.append(FakeSubscriber(**kw)) or made[-1])
+    changes = StateChanges(uuid4())
+    changes._leaving.set()  # as __exit__ does first, here before the thread gets going
+    began = time.monotonic()
+    with changes:
+        pass
+    assert time.monotonic() - began < 1 and made == [] and changes._done.is_set()
