@@ -21,23 +21,39 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
-def process_start(pid: int) -> float | None:
-    """When the process started (epoch seconds, to the clock tick), from /proc; None if it is gone or a zombie."""
+def _start_ticks(pid: int) -> int | None:
+    """The process's start in clock ticks since boot (/proc/<pid>/stat field 22); None if gone or a zombie."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if not fields or fields[0] == "Z" else int(fields[19])
+
+
+def process_start(pid: int) -> float | None:
+    """When the process started (epoch seconds, to the clock tick), from /proc; None if it is gone or a zombie."""
+    ticks = _start_ticks(pid)
+    try:
         with open("/proc/stat") as stat:
             boot = next(int(line.split()[1]) for line in stat if line.startswith("btime"))
-    except (OSError, StopIteration, IndexError):
+    except (OSError, StopIteration):
         return None
-    if fields[0] == "Z":
-        return None
-    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return None if ticks is None else boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _identity_file(pid_file: Path) -> Path:
+    return pid_file.with_name(pid_file.name + ".start")
 
 
 def is_running(pid_file: Path) -> bool:
     """The recorded process is alive — and is the one recorded: a pid the kernel has since given to a
     process started after the pid file was written (the recorded one exited long ago) is not ours, and
-    must never be signalled."""
+    must never be signalled.
+
+    Which process is "the one recorded" is decided once, when it is first seen running: its start in
+    clock ticks since boot is kept beside the pid file and compared exactly from then on. Comparing
+    wall-clock times instead (its start against the pid file's mtime) breaks whenever the machine's
+    clock is stepped — a VM's was, 22 s forward, and a live sshd read as someone else's process."""
     pid = read_pid(pid_file)
     if pid is None:
         return False
@@ -47,13 +63,22 @@ def is_running(pid_file: Path) -> bool:
         return False
     except PermissionError:
         return True
-    started = process_start(pid)
-    if started is None:  # gone meanwhile, or a zombie (which still answers kill(0))
+    ticks = _start_ticks(pid)
+    if ticks is None:  # gone meanwhile, or a zombie (which still answers kill(0))
         return False
+    identity = _identity_file(pid_file)
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        if [int(v) for v in identity.read_text().split()] == [pid, ticks]:
+            return True
+    started = process_start(pid)
     with contextlib.suppress(FileNotFoundError):
-        # /proc's boot time is whole seconds: a second of slack.
-        if started > pid_file.stat().st_mtime + 1.0:
+        # First sighting (or the pid reused): /proc's boot time is whole seconds, a second of slack.
+        if started is None or started > pid_file.stat().st_mtime + 1.0:
             return False
+    with contextlib.suppress(OSError):
+        tmp = identity.with_name(identity.name + ".tmp")
+        tmp.write_text(f"{pid} {ticks}\n")
+        tmp.replace(identity)
     return True
 
 
@@ -88,6 +113,7 @@ def stop(pid_file: Path, *, grace_s: float = 10.0, sig: int = signal.SIGTERM) ->
     pid = read_pid(pid_file)
     if pid is None or not is_running(pid_file):
         pid_file.unlink(missing_ok=True)
+        _identity_file(pid_file).unlink(missing_ok=True)
         return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
@@ -101,6 +127,7 @@ def stop(pid_file: Path, *, grace_s: float = 10.0, sig: int = signal.SIGTERM) ->
         time.sleep(0.2)
         _reap(pid)
     pid_file.unlink(missing_ok=True)
+    _identity_file(pid_file).unlink(missing_ok=True)
     return True
 
 

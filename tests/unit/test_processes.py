@@ -62,3 +62,25 @@ def test_a_process_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     assert stop(pid_file, grace_s=1) is True
     assert time.monotonic() - started < 5
     assert not _alive(pid)
+
+
+def test_a_process_seen_once_stays_ours_when_the_clock_is_stepped(tmp_path: Path) -> None:
+    """A VM's clock stepped 22 s forward made a live sshd read as started after its own pid file. The
+    process is identified by its start in clock ticks since boot once first seen, not by wall-clock times."""
+    pid_file = tmp_path / "daemon.pid"
+    start_detached([sys.executable, "-c", "import time; time.sleep(300)"], pid_file=pid_file, log_file=tmp_path / "log")
+    try:
+        assert is_running(pid_file)
+        # As if the clock had been stepped: the pid file now looks written an hour before the process began.
+        hour_ago = time.time() - 3600
+        os.utime(pid_file, (hour_ago, hour_ago))
+        assert is_running(pid_file), "the process first seen is still recognised after a clock step"
+
+        (tmp_path / "daemon.pid.start").unlink()
+        assert not is_running(pid_file), "never seen before and started after its pid file: not ours"
+    finally:
+        pid = read_pid(pid_file)
+        if pid is not None:
+            os.utime(pid_file)  # ours again by the pid file's time, so stop signals it
+            assert stop(pid_file, grace_s=2)
+    assert not (tmp_path / "daemon.pid.start").exists()
