@@ -42,7 +42,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 __all__ = ["PrestartedThreadPool", "prestarted_threads", "runner_settings", "shared_api_client",
-           "start_event_and_log_workers"]
+           "start_event_and_log_workers", "warm_result_storage"]
 
 
 class PrestartedThreadPool(ThreadPoolTaskRunner[Any]):
@@ -145,3 +145,15 @@ def start_event_and_log_workers() -> None:
 
     EventsWorker.instance()
     APILogWorker.instance()
+
+
+def warm_result_storage() -> None:
+    """Resolve the default result storage block and build its client now (Prefect caches both per
+    process): a warm child's run otherwise paid them on its first persisted result — 0.18 s to
+    load the block, 0.22 s for its S3 client, 0.5 s on that first task in all."""
+    from prefect.results import get_default_result_storage
+
+    storage = get_default_result_storage()
+    credentials = getattr(storage, "credentials", None)  # prefect-aws's S3Bucket (AWS S3, or the sandbox's)
+    if credentials is not None and callable(getattr(credentials, "get_client", None)):
+        credentials.get_client("s3")

@@ -27,7 +27,7 @@ WARM_PRELOAD = ("boto3", "botocore.session", "boto3.s3.transfer", "paramiko", "p
                 "fastapi", "fastapi.encoders", "graphviz", "opentelemetry.metrics", "anyio", "encodings.idna",
                 "prefect_aws.s3")
 WARM_CALLS = ("remediation.clients.evidence_store:warm_up", "remediation.target.connect:warm_up",
-              "flows.capture_evidence:prepare_collector_tasks")
+              "flows.capture_evidence:prepare_collector_tasks", "remediation.flowkit.engine:warm_result_storage")
 
 
 class _ProjectProcess:

@@ -7,11 +7,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from prefect.settings import get_current_settings
 
-from remediation.flowkit.engine import PrestartedThreadPool, prestarted_threads, runner_settings
+from remediation.flowkit.engine import PrestartedThreadPool, prestarted_threads, runner_settings, warm_result_storage
 
 
 def test_the_pool_exists_before_the_first_submission_and_is_idle() -> None:
@@ -95,3 +96,34 @@ def test_runner_settings_keep_prefects_suspension_watcher_but_never_wait_for_it(
         time.sleep(0.02)
     assert [c[0] for c in calls] == ["enter", "exit"], "the watcher ran, and was stopped"
     assert all(name.startswith("suspension-watcher") for _, name in calls)
+
+
+def test_warming_the_result_storage_builds_the_client_the_first_persisted_result_then_uses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import prefect.results
+    from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
+    from prefect_aws.credentials import _get_client_cached
+
+    storage = S3Bucket(bucket_name="rp-results", credentials=AwsCredentials(
+        aws_access_key_id="warm-test", aws_secret_access_key="not-a-secret", region_name="us-east-1",
+        aws_client_parameters=AwsClientParameters(endpoint_url="http://127.0.0.1:9")))
+    monkeypatch.setattr(prefect.results, "get_default_result_storage", lambda: storage)
+    warm_result_storage()
+    before = _get_client_cached.cache_info()
+    storage._get_s3_client()  # what S3Bucket.write_path asks for when the run persists a result
+    after = _get_client_cached.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses), "the run's client was built while warming"
+
+
+def test_warming_a_local_result_storage_does_nothing_and_raises_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    import prefect.results
+    from prefect.filesystems import LocalFileSystem
+
+    asked: list[str] = []
+    monkeypatch.setattr(prefect.results, "get_default_result_storage",
+                        lambda: asked.append("storage") or LocalFileSystem(basepath=str(tmp_path)))
+    warm_result_storage()
+    assert asked == ["storage"] and list(tmp_path.iterdir()) == []
