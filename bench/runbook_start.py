@@ -67,6 +67,9 @@ def time_to_running(client: Any, deployment: Any) -> float:
     if current.state is not None and not current.state.is_final():
         client.set_flow_run_state(run.id, Cancelling(message="benchmark: measured, not needed"), force=True)
     wait_final(client, run.id)
+    # Deleted, not left Cancelled: Prefect's cancellation-cleanup service revisits every run cancelled
+    # in the last day on each loop, and a few hundred bench runs kept it at a core, slowing what follows.
+    client.delete_flow_run(run.id)
     return took
 
 
