@@ -102,8 +102,13 @@ class DeployHost:
             '    if [ "$2" != Z ]; then\n'
             "      boot=$(awk '/^btime/ {print $2}' /proc/stat); hz=$(getconf CLK_TCK)\n"
             '      started=$(awk -v b="$boot" -v t="${21}" -v hz="$hz" \'BEGIN { printf "%.3f", b + t / hz }\')\n'
-            '      # a pid given to a process started after the pid file was written is not the recorded one\n'
-            '      if awk -v s="$started" -v m="$(stat -c %Y "$pidfile")" \'BEGIN { exit !(s <= m + 1) }\'; then\n'
+            '      # ours: the start recorded beside the pid file (processes.is_running); a pid file without\n'
+            '      # one: started no later than the pid file was written (a reused pid is not the recorded one)\n'
+            '      rec=$(cat "$pidfile.start" 2>/dev/null || true)\n'
+            '      if [ "${rec%% *}" = "$pid" ]; then ours=$([ "$rec" = "$pid ${21}" ] && echo 1 || echo 0)\n'
+            '      else ours=$(awk -v s="$started" -v m="$(stat -c %Y "$pidfile")" \'BEGIN { print (s <= m + 1) }\')\n'
+            '      fi\n'
+            '      if [ "$ours" = 1 ]; then\n'
             '        at=$(date -u -d "@$started" +%Y-%m-%dT%H:%M:%S.%3N+00:00)\n'
             '        echo "$name running pid=$pid started=$at"; exit 0\n'
             "      fi\n"

@@ -50,10 +50,12 @@ def is_running(pid_file: Path) -> bool:
     process started after the pid file was written (the recorded one exited long ago) is not ours, and
     must never be signalled.
 
-    Which process is "the one recorded" is decided once, when it is first seen running: its start in
-    clock ticks since boot is kept beside the pid file and compared exactly from then on. Comparing
-    wall-clock times instead (its start against the pid file's mtime) breaks whenever the machine's
-    clock is stepped — a VM's was, 22 s forward, and a live sshd read as someone else's process."""
+    Which process is "the one recorded" is its start in clock ticks since boot, kept beside the pid
+    file (`<pid file>.start`) and compared exactly: `start_detached` records it when it starts the
+    process; a pid file a daemon writes itself (sshd's) is recorded when first seen running. Wall-clock
+    times (a start against the pid file's mtime) decide only that first sighting: they break whenever
+    the clock is stepped — this VM's was, 22 s forward, then minutes when the VM was forked, and live
+    processes read as someone else's, so the stack started second copies beside them."""
     pid = read_pid(pid_file)
     if pid is None:
         return False
@@ -66,20 +68,31 @@ def is_running(pid_file: Path) -> bool:
     ticks = _start_ticks(pid)
     if ticks is None:  # gone meanwhile, or a zombie (which still answers kill(0))
         return False
-    identity = _identity_file(pid_file)
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        if [int(v) for v in identity.read_text().split()] == [pid, ticks]:
-            return True
+    recorded = _recorded(pid_file)
+    if recorded is not None and recorded[0] == pid:
+        return recorded[1] == ticks  # else the pid was given to another process since
     started = process_start(pid)
     with contextlib.suppress(FileNotFoundError):
         # First sighting (or the pid reused): /proc's boot time is whole seconds, a second of slack.
         if started is None or started > pid_file.stat().st_mtime + 1.0:
             return False
+    _record(pid_file, pid, ticks)
+    return True
+
+
+def _recorded(pid_file: Path) -> tuple[int, int] | None:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        pid, ticks = (int(v) for v in _identity_file(pid_file).read_text().split())
+        return pid, ticks
+    return None
+
+
+def _record(pid_file: Path, pid: int, ticks: int) -> None:
+    identity = _identity_file(pid_file)
     with contextlib.suppress(OSError):
         tmp = identity.with_name(identity.name + ".tmp")
         tmp.write_text(f"{pid} {ticks}\n")
         tmp.replace(identity)
-    return True
 
 
 def start_detached(
@@ -104,6 +117,12 @@ def start_detached(
             start_new_session=True,
             close_fds=True,
         )
+    # Its identity first, then the pid file: whoever reads the pid finds it recorded.
+    ticks = _start_ticks(proc.pid)
+    if ticks is not None:
+        _record(pid_file, proc.pid, ticks)
+    else:
+        _identity_file(pid_file).unlink(missing_ok=True)
     pid_file.write_text(str(proc.pid))
     return proc.pid
 

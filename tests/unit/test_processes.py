@@ -84,3 +84,24 @@ def test_a_process_seen_once_stays_ours_when_the_clock_is_stepped(tmp_path: Path
             os.utime(pid_file)  # ours again by the pid file's time, so stop signals it
             assert stop(pid_file, grace_s=2)
     assert not (tmp_path / "daemon.pid.start").exists()
+
+
+def test_a_process_we_started_is_ours_even_if_the_clock_is_stepped_before_anyone_looks(tmp_path: Path) -> None:
+    """The VM was forked mid-CI and its clock moved by minutes before `up` looked at moto and the admin
+    service again: unseen until then, they read as strangers and got second copies beside them."""
+    pid_file = tmp_path / "moto.pid"
+    start_detached([sys.executable, "-c", "import time; time.sleep(300)"], pid_file=pid_file, log_file=tmp_path / "log")
+    pid = read_pid(pid_file)
+    identity = tmp_path / "moto.pid.start"
+    recorded_pid, ticks = (int(v) for v in identity.read_text().split())
+    assert pid is not None and recorded_pid == pid, "recorded by start_detached, before anyone looked"
+    try:
+        hour_ago = time.time() - 3600
+        os.utime(pid_file, (hour_ago, hour_ago))  # the first look comes after the step
+        assert is_running(pid_file), "recorded when started: no wall clock decides"
+        identity.write_text(f"{pid} {ticks + 1}\n")  # the same pid, another start: the pid was reused
+        assert not is_running(pid_file), "a pid given to another process is never ours"
+    finally:
+        identity.write_text(f"{pid} {ticks}\n")
+        assert stop(pid_file, grace_s=2)
+    assert not _alive(pid) and not (tmp_path / "moto.pid.start").exists()
