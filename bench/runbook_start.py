@@ -11,7 +11,7 @@ Two modes, in this order, on the same stack:
 * warm runners — the stack as it ships: runner-a and runner-b on pool `remediation`.
 Per runbook, `--runs` dry-run runs one at a time, timed from the run's creation to the server's
 `start_time` (the flow function is running); each run is cancelled once Running, so nothing is
-applied. Then `python -m sandbox.drill` end to end in each mode, `--drills` times (`--no-drill`
+applied, then deleted. Then `python -m sandbox.drill` end to end in each mode, `--drills` times (`--no-drill`
 skips it); the warm drills start once every replica is back to its full warm pool, as runners are
 between incidents (a child still warming after the last measured run competes for the 2 cores).
 The drill's wall time counts from its process's start, imports included; 56 s is the figure the

@@ -37,7 +37,7 @@ class StateChanges:
     def __init__(self, flow_run_id: UUID) -> None:
         self.flow_run_id = flow_run_id
         self._changed = threading.Event()
-        self._subscribed = threading.Event()
+        self._trusted = threading.Event()
         self._done = threading.Event()
         self._leaving = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -48,7 +48,7 @@ class StateChanges:
     def listening(self) -> bool:
         """The stream has delivered an event and is still open: events wake the waiter (else only its
         polls do)."""
-        return self._subscribed.is_set() and not self._done.is_set()
+        return self._trusted.is_set() and not self._done.is_set()
 
     def __enter__(self) -> StateChanges:
         context = contextvars.copy_context()  # the run's settings (API URL, auth) in the listener too
@@ -97,5 +97,5 @@ class StateChanges:
         subscriber: Any = get_events_subscriber(filter=flt, reconnection_attempts=3)
         async with subscriber:
             async for _ in subscriber:
-                self._subscribed.set()  # the server's live stream is in place once anything arrives
+                self._trusted.set()  # the server's live stream is in place once anything arrives
                 self._changed.set()
