@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from pydantic import SecretStr
 
 from sandbox.admin import SLOW_WRITE_FILE
@@ -170,11 +171,12 @@ class Stack:
         return info
 
     def ensure_work_pool(self) -> None:
+        # Looked up over the API, since every test session's `up` asks and a CLI start costs 2.5 s; created
+        # by the CLI, which fills in the process type's default job template.
         env = {**_os_environ(), **prefect_client_env(self.home, self.prefect.api_url)}
         prefect = str(Path(sys.executable).with_name("prefect"))
         for pool in (WORK_POOL, FAST_POOL):
-            have = subprocess.run([prefect, "work-pool", "inspect", pool], env=env, capture_output=True)
-            if have.returncode != 0:
+            if httpx.get(f"{self.prefect.api_url}/work_pools/{pool}", timeout=30).status_code != 200:
                 subprocess.run(
                     [prefect, "work-pool", "create", pool, "--type", "process"],
                     env=env, check=True, capture_output=True,
@@ -182,6 +184,8 @@ class Stack:
 
     def ensure_result_storage(self) -> None:
         """The S3Bucket block the runners persist results to (on the stack's S3; AWS S3 in production)."""
+        if self.result_storage_current():
+            return
         from prefect.settings import PREFECT_API_URL, temporary_settings
         from prefect_aws import AwsClientParameters, AwsCredentials, S3Bucket
 
@@ -192,6 +196,19 @@ class Stack:
         with temporary_settings(updates={PREFECT_API_URL: self.prefect.api_url}):
             S3Bucket(bucket_name=RESULTS_BUCKET, credentials=credentials, bucket_folder="results").save(
                 RESULTS_BUCKET, overwrite=True)
+
+    def result_storage_current(self) -> bool:
+        """Whether the saved block already points where `ensure_result_storage` would point it (saving it
+        costs seconds of imports and schema building). The secret key comes with the access key."""
+        got = httpx.get(f"{self.prefect.api_url}/block_types/slug/s3-bucket/block_documents/name/{RESULTS_BUCKET}",
+                        timeout=30)
+        if got.status_code != 200:
+            return False
+        data = got.json().get("data", {})
+        creds = data.get("credentials") or {}
+        return (data.get("bucket_name"), data.get("bucket_folder"), creds.get("aws_access_key_id"),
+                creds.get("region_name"), (creds.get("aws_client_parameters") or {}).get("endpoint_url")) == (
+            RESULTS_BUCKET, "results", self.secrets["s3_access_key"], S3_REGION, self.s3.endpoint)
 
     def start_runner(self, replica: WarmRunnerProcess, info: StackInfo | None = None) -> None:
         """Start a runbook-pool replica (again, after a fault drill killed it)."""

@@ -14,7 +14,7 @@ from remediation.clients import Database, PsycopgDatabase
 from remediation.errors import AuthError, BadInputError, PermanentError, RetryableError
 from sandbox.stack.info import StackInfo
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
 
 INJECTION = "x'; DROP TABLE player; --"
 

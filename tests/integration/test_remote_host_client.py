@@ -18,7 +18,7 @@ from remediation.errors import (
 )
 from sandbox.stack.info import StackInfo
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
 
 
 def host(stack: StackInfo, **kw: object) -> ParamikoHost:
