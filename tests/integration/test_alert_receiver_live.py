@@ -29,7 +29,7 @@ from sandbox.stack.info import StackInfo
 from tests.fixtures.alert_capture import delete_parked_runs, park_capture_deployment, real_flow_exists
 from tests.fixtures.alert_receiver_proc import ReceiverProcess, free_port, write_routes
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alerts"
 PARKED = ("alert-receiver-test", "rp-alert-receiver-tests")
 TOKEN = "it-" + uuid.uuid4().hex

@@ -9,7 +9,7 @@ import pytest
 from sandbox.stack.info import StackInfo
 from tests.fixtures.large_log_probe import make_log, run
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 def test_large_log_streams_with_bounded_memory(stack: StackInfo, tmp_path: Path) -> None:
     logs, out = tmp_path / "logs", tmp_path / "out"
     logs.mkdir()

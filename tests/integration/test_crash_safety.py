@@ -12,7 +12,7 @@ from remediation.errors import PermanentError, RetryableError
 from sandbox.stack.info import StackInfo
 from tasks.policy import SIDE_EFFECT
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 
 @task(**{**SIDE_EFFECT, "retries": 0})

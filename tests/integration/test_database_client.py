@@ -14,7 +14,7 @@ from remediation.clients import Database, PsycopgDatabase
 from remediation.errors import AuthError, BadInputError, PermanentError, RetryableError
 from sandbox.stack.info import StackInfo
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 INJECTION = "x'; DROP TABLE player; --"
 

@@ -16,7 +16,7 @@ from remediation.target.inventory import load_target
 from sandbox.stack.info import StackInfo
 from tests.integration.flow_runs import incident
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 
 def test_the_ladder_posts_each_step_once_and_the_postmortem_carries_them(stack: StackInfo) -> None:

@@ -23,7 +23,7 @@ from tasks.evidence_store import upload_evidence_bundle
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

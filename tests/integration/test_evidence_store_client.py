@@ -22,7 +22,7 @@ from sandbox.stack.info import StackInfo
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 MIB = 1024 * 1024
 

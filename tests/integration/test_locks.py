@@ -17,7 +17,7 @@ from remediation.flowkit.locks import target_lock
 from remediation.target.inventory import load_target
 from sandbox.stack.info import StackInfo
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 HOLDER = textwrap.dedent("""
     import sys, time

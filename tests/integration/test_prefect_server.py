@@ -11,7 +11,7 @@ import pytest
 
 from sandbox.stack.info import StackInfo
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 
 def test_server_is_healthy_and_on_postgresql(stack: StackInfo) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from sandbox.stack.info import StackInfo
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 

@@ -18,7 +18,7 @@ from remediation.errors import (
 )
 from sandbox.stack.info import StackInfo
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 
 def host(stack: StackInfo, **kw: object) -> ParamikoHost:

@@ -20,7 +20,7 @@ from botocore.config import Config
 from sandbox.stack.core import PROJECT_DIR
 from sandbox.stack.processes import port_open, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 
 
 def _free_port() -> int:

@@ -24,7 +24,7 @@ from remediation.flowkit.resume import alert_capture_run
 from remediation.runner import RunnerConfig, WarmRunner
 from sandbox.stack.info import StackInfo
 
-pytestmark = [pytest.mark.integration, pytest.mark.parallel_safe]
+pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "rp-warm-runner-tests"
 #: Measured on the shared 2-core stack: 0.3-1.0 s from the 202 to Running; generous for CI.
