@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from remediation.runner import __doc__ as runner_doc
 from remediation.runner.child import child_main
 from remediation.runner.runner import RunnerConfig, WarmRunner
+from remediation.runner.zygote import zygote_main
 
 __all__ = ["main"]
 
@@ -44,9 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     child.add_argument("--entrypoint", action="append", default=[])
     child.add_argument("--preload", action="append", default=[])
     child.add_argument("--warm-call", action="append", default=[])
+    zygote = sub.add_parser("zygote", help="(internal) imports once, forks warm children on request")
+    zygote.add_argument("--control-fd", type=int, required=True)
+    zygote.add_argument("--entrypoint", action="append", default=[])
+    zygote.add_argument("--preload", action="append", default=[])
+    zygote.add_argument("--warm-call", action="append", default=[])
     args = parser.parse_args(argv)
     if args.cmd == "child":
         return child_main(args.entrypoint, args.preload, args.warm_call)
+    if args.cmd == "zygote":
+        return zygote_main(args.control_fd, args.entrypoint, args.preload, args.warm_call)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = RunnerConfig(pool=args.pool, warm=args.warm, limit=args.limit, poll_s=args.poll_s,

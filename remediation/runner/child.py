@@ -18,7 +18,7 @@ from uuid import UUID
 
 from remediation.flowkit.engine import runner_settings, shared_api_client, start_event_and_log_workers
 
-__all__ = ["child_main", "code_stamp", "project_sources"]
+__all__ = ["child_main", "code_stamp", "project_sources", "serve_one", "warm_imports"]
 
 
 def code_stamp(paths: Sequence[str]) -> float:
@@ -47,26 +47,47 @@ def project_sources(root: str) -> list[str]:
 
 def child_main(entrypoints: Sequence[str], preload: Sequence[str], warm_calls: Sequence[str] = ()) -> int:
     """Import everything a run needs, say `ready`, run the one flow run named on stdin, exit."""
+    proto = protocol_channel()
+    flows = warm_imports(entrypoints, preload, [call.partition(":")[0] for call in warm_calls])
+    return serve_one(flows, warm_calls, proto)
+
+
+def protocol_channel() -> Any:
+    """Stdout becomes the protocol's alone: anything printed from here on goes to stderr (the runner's log)."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    return proto
+
+
+def warm_imports(entrypoints: Sequence[str], preload: Sequence[str], modules: Sequence[str] = ()) -> dict[str, Any]:
+    """The imports a run needs and its flows by entrypoint: nothing here starts a thread or opens a
+    connection, so a zygote can fork children after it (`zygote.py`)."""
     import importlib
 
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # the flow's own prints go to the runner's log, never into the protocol
     from prefect.flows import load_flow_from_entrypoint
 
-    for mod in ("prefect.engine", "prefect.flow_engine", *preload):  # the engine, imported while warming
+    for mod in ("prefect.engine", "prefect.flow_engine", *preload, *modules):
         importlib.import_module(mod)
-    for call in warm_calls:
-        module, _, func = call.partition(":")
-        try:
-            getattr(importlib.import_module(module), func)()
-        except Exception as exc:  # warming is an optimisation; the run itself reports real trouble
-            print(f"warm child: {call} failed: {exc}", file=sys.stderr)
     flows: dict[str, Any] = {}
     for ep in entrypoints:
         try:
             flows[ep] = load_flow_from_entrypoint(ep, use_placeholder_flow=False)
         except Exception as exc:  # a broken entrypoint must not stop the others; the run reports it
             print(f"warm child: could not preload {ep}: {exc}", file=sys.stderr)
+    return flows
+
+
+def serve_one(flows: dict[str, Any], warm_calls: Sequence[str] = (), proto: Any = None) -> int:
+    """The warm calls, this process's own API client and workers, then `ready` and the one run."""
+    import importlib
+
+    proto = proto or protocol_channel()
+    for call in warm_calls:
+        module, _, func = call.partition(":")
+        try:
+            getattr(importlib.import_module(module), func)()
+        except Exception as exc:  # warming is an optimisation; the run itself reports real trouble
+            print(f"warm child: {call} failed: {exc}", file=sys.stderr)
     # This replica heartbeats the run itself. Entered while warming: building Prefect's settings
     # again costs 0.15 s of CPU, the run's API client 0.07 s, and Prefect's events and log workers
     # start on a run's first task; the run would otherwise wait for all of it.

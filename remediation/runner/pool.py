@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from remediation.runner.child import code_stamp
+from remediation.runner.zygote import ForkedProcess, ForkServer
 
 __all__ = ["WarmChild", "WarmPool"]
 
@@ -28,7 +29,8 @@ log = logging.getLogger("remediation.runner")
 class WarmChild:
     """One pre-started interpreter, ready for exactly one flow run."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, entrypoints: frozenset[str] = frozenset()) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process | ForkedProcess,
+                 entrypoints: frozenset[str] = frozenset()) -> None:
         self.proc = proc
         self.entrypoints = entrypoints  # preloaded; any other entrypoint is loaded when its run comes
         self.launched_at = time.time()
@@ -38,7 +40,14 @@ class WarmChild:
 
     @classmethod
     async def launch(cls, entrypoints: Sequence[str], preload: Sequence[str],
-                     warm_calls: Sequence[str] = ()) -> WarmChild:
+                     warm_calls: Sequence[str] = (), forks: ForkServer | None = None) -> WarmChild:
+        """Forked from the runner's zygote when it has one; spawned (a fresh interpreter) otherwise."""
+        if forks is not None and forks.disabled is None:
+            with contextlib.suppress(Exception):  # the fork server logged why; a spawned child does the same job
+                forked, code_read_at = await forks.spawn(entrypoints, preload, warm_calls)
+                child = cls(forked, frozenset(entrypoints))
+                child.launched_at = code_read_at
+                return child
         argv = [sys.executable, "-m", "remediation.runner", "child"]
         for ep in entrypoints:
             argv += ["--entrypoint", ep]
