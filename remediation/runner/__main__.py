@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--warm-call", nargs="*", default=[], help="module:function every child calls before a run")
     serve.add_argument("--name", default=None)
     serve.add_argument("--status-file", default=None, help="JSON with idle/warming/running, kept current")
+    serve.add_argument("--spawn", action="store_true", default=os.environ.get("RP_RUNNER_SPAWN") == "1",
+                       help="start each warm child as a fresh interpreter instead of forking it from the "
+                            "zygote (default from RP_RUNNER_SPAWN=1)")
     child = sub.add_parser("child", help="(internal) one warm interpreter")
     child.add_argument("--entrypoint", action="append", default=[])
     child.add_argument("--preload", action="append", default=[])
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = RunnerConfig(pool=args.pool, warm=args.warm, limit=args.limit, poll_s=args.poll_s,
                           preload=tuple(args.preload), warm_calls=tuple(args.warm_call),
-                          status_file=args.status_file)
+                          status_file=args.status_file, fork=not args.spawn)
     if args.name:
         config.name = args.name
     asyncio.run(_serve(config))

@@ -45,6 +45,8 @@ class RunnerConfig:
     warm_calls: Sequence[str] = ()
     #: Written on every change: {"idle", "warming", "running", "pid"} (stack status, tests, bench).
     status_file: str | None = None
+    #: Fork warm children from a zygote (False: a fresh interpreter each, the fallback and the bench's baseline).
+    fork: bool = True
     name: str = field(default_factory=lambda: f"warm-runner-{socket.gethostname()}-{os.getpid()}")
 
 
@@ -64,7 +66,7 @@ class WarmRunner:
 
     def _launch(self) -> Awaitable[WarmChild]:
         return WarmChild.launch(sorted(set(self.entrypoints.values())), self.config.preload, self.config.warm_calls,
-                                self.forks)
+                                self.forks if self.config.fork else None)
 
     # --- the pool's deployments ---------------------------------------------------------------
     async def refresh_deployments(self) -> None:

@@ -1,5 +1,6 @@
 """The warm runner's fork server: a forked child speaks the child protocol, its end and exit code reach
-the runner, and a zygote whose imports started a thread refuses to fork."""
+the runner, and a zygote whose imports started a thread refuses to fork. Integration: a forked child
+builds its API client against the stack's Prefect server before it says `ready`."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from pathlib import Path
 import pytest
 
 from remediation.runner.zygote import ForkServer, Zygote
+from sandbox.stack.info import StackInfo
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def _in_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+def _in_checkout(stack: StackInfo, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # a child reports the checkout's sources it imported, read from its cwd
 
 
