@@ -8,6 +8,13 @@ the server's services, not by us. Prefect looks at a proactive trigger again at 
 it last saw, so a silence is acted on one to two windows (45–90 s) after it began. A `Crashed` run's
 task runs would stay `Running` in the UI forever; the replicas close them on the run's Crashed event,
 whoever marked it.
+
+Each replica also sends `remediation.runner.heartbeat` for itself at every beat, runs or none. Prefect
+judges a proactive window on its *events clock* (the newest `occurred` it has seen, shifted by the time
+since it last received any event), not on the wall clock: after a quiet minute, one late event (a warm
+child's block-loaded event, sent once its events worker connects) sets that clock back by the whole
+quiet minute, and every silence is then acted on a minute late. A fresh event from each living replica
+every `HEARTBEAT_S` keeps the clock within a beat of real time.
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-__all__ = ["AUTOMATION_NAME", "HEARTBEAT", "HEARTBEAT_S", "SILENCE_S", "close_task_runs", "ensure_automation",
-           "heartbeat", "with_subflows"]
+__all__ = ["AUTOMATION_NAME", "HEARTBEAT", "HEARTBEAT_S", "RUNNER_HEARTBEAT", "SILENCE_S", "close_task_runs",
+           "ensure_automation", "heartbeat", "with_subflows"]
 
 log = logging.getLogger("remediation.runner")
 
 HEARTBEAT = "prefect.flow-run.heartbeat"
+RUNNER_HEARTBEAT = "remediation.runner.heartbeat"
 HEARTBEAT_S = 5.0
 #: Longer than a restart of every API server (measured 20-30 s on 2 cores), so a restart crashes nothing.
 SILENCE_S = 45
@@ -30,16 +38,16 @@ AUTOMATION_NAME = "remediation: crash runs whose runner stopped"
 _FINAL = ("Completed", "Failed", "Cancelled", "Crashed")
 
 
-async def heartbeat(client: Any, flow_run_ids: list[UUID], pool_id: UUID | None) -> None:
-    """One request for all of this replica's runs."""
+async def heartbeat(client: Any, flow_run_ids: list[UUID], pool_id: UUID | None, runner: str) -> None:
+    """One request: this replica's own beat and one for each of its runs."""
     from prefect.events import Event
 
-    if not flow_run_ids:
-        return
     related = [{"prefect.resource.id": f"prefect.work-pool.{pool_id}", "prefect.resource.role": "work-pool"}] \
         if pool_id else []
-    events = [Event(event=HEARTBEAT, resource={"prefect.resource.id": f"prefect.flow-run.{i}"}, related=related)
-              for i in flow_run_ids]
+    events = [Event(event=RUNNER_HEARTBEAT, resource={"prefect.resource.id": f"remediation.runner.{runner}",
+                                                      "prefect.resource.name": runner}, related=related)]
+    events += [Event(event=HEARTBEAT, resource={"prefect.resource.id": f"prefect.flow-run.{i}"}, related=related)
+               for i in flow_run_ids]
     response = await client._client.post("/events", json=[e.model_dump(mode="json") for e in events])
     response.raise_for_status()
 

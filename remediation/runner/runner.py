@@ -150,6 +150,9 @@ class WarmRunner:
         # else: the replacement is warmed when this run ends — a forked child costs ~0.4 s of CPU (a
         # spawned one seconds) that the run would otherwise compete with.
         self.running[flow_run_id] = child
+        # Its first heartbeat now, not at the next beat: the crash automation's window opens on a
+        # heartbeat, so a host lost in the first seconds of a run (up to a whole beat) was never noticed.
+        self._background(self._first_beat(flow_run_id))
         await child.start(flow_run_id, entrypoint)
         log.info("run %s (%s): claimed, started in warm child %s", flow_run_id, run.name, child.proc.pid)
         self.write_status()
@@ -285,12 +288,18 @@ class WarmRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.config.poll_s)
 
+    async def _first_beat(self, flow_run_id: UUID) -> None:
+        try:
+            await liveness.heartbeat(self.client, [flow_run_id], self.pool_id, self.config.name)
+        except Exception as exc:  # the next regular beat covers it
+            log.warning("run %s: first heartbeat failed: %s", flow_run_id, exc)
+
     async def heartbeats(self) -> None:
-        """Heartbeat this replica's runs (`liveness`): a run whose host dies is Crashed by the server."""
+        """Heartbeat this replica and its runs (`liveness`): a run whose host dies is Crashed by the server."""
         while not self.stopping.is_set():
             try:
                 runs = await liveness.with_subflows(self.client, list(self.running)) if self.running else []
-                await liveness.heartbeat(self.client, runs, self.pool_id)
+                await liveness.heartbeat(self.client, runs, self.pool_id, self.config.name)
             except Exception as exc:  # the server restarting: the automation's window covers a gap
                 log.warning("heartbeat of %d run(s) failed: %s", len(self.running), exc)
             with contextlib.suppress(TimeoutError):

@@ -1,9 +1,14 @@
 """Fault matrix, runners: the replica executing a run dies with its host mid-step. Prefect's own
 automation marks the run Crashed when its heartbeats stop, no task run is left Running, the lock
-frees, and a Retry on the surviving replica finishes without writing the lever twice."""
+frees, and a Retry on the surviving replica finishes without writing the lever twice — while late
+events keep arriving, as they do from busy clients."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -40,6 +45,32 @@ def _executing(st: Stack, run_id: object) -> WarmRunnerProcess:
     return holders[0]
 
 
+@contextmanager
+def late_events(occurred: datetime, every_s: float = 8.0) -> Iterator[None]:
+    """Send an event that happened at `occurred` every few seconds, as a client that was slow to flush
+    would (a warm child's block-loaded event, sent once its events worker connected). Prefect's events
+    clock does not move forward for it but counts it as the last thing received: with nothing else
+    arriving, each one set the clock back to `occurred`, and the silence automation waited on it."""
+    from prefect.events import Event
+
+    stop = threading.Event()
+
+    def send() -> None:
+        with get_client(sync_client=True) as client:
+            while not stop.wait(every_s):
+                event = Event(event="remediation.test.late-event", occurred=occurred,
+                              resource={"prefect.resource.id": "remediation.test.slow-client"})
+                client._client.post("/events", json=[event.model_dump(mode="json")]).raise_for_status()
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        sender.join(timeout=10)
+
+
 def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere_writes_once(
     st: Stack, started: list[UUID], deployments: list[str], reset_platform: StackInfo,
 ) -> None:
@@ -60,7 +91,8 @@ def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere
     # silence is acted on between one and two windows after it began; plus the heartbeat interval (the
     # last beat came up to one interval before the kill), the services' 5 s granularity and slack.
     bound = 2 * SILENCE_S + HEARTBEAT_S + 20
-    wait_for(lambda: (run_state(run_id).state or AwaitingRetry()).name == "Crashed", "run marked Crashed", bound)
+    with late_events(datetime.now(UTC) - timedelta(seconds=2)):
+        wait_for(lambda: (run_state(run_id).state or AwaitingRetry()).name == "Crashed", "run marked Crashed", bound)
     marks.mark("run marked Crashed (heartbeat silence automation)")
     with get_client(sync_client=True) as client:
         def open_task_runs() -> list[str]:

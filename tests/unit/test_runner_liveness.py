@@ -4,6 +4,7 @@ start, heartbeats in one request, a crashed run's open task runs closed."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
@@ -76,14 +77,25 @@ def test_replicas_that_raced_keep_the_same_single_automation() -> None:
     assert len(client.deleted) == 1 and str(kept.id) < str(client.deleted[0])
 
 
-def test_heartbeats_go_in_one_request_naming_each_run_and_the_pool() -> None:
+def test_heartbeats_go_in_one_request_naming_the_replica_each_run_and_the_pool() -> None:
     client, runs, pool = Recorder(), [uuid4(), uuid4()], uuid4()
-    asyncio.run(liveness.heartbeat(client, runs, pool))
-    asyncio.run(liveness.heartbeat(client, [], pool))  # nothing running: no request
+    asyncio.run(liveness.heartbeat(client, runs, pool, "runner-a"))
     [(path, events)] = client.posted
-    assert path == "/events" and [e["event"] for e in events] == [liveness.HEARTBEAT] * 2
-    assert [e["resource"]["prefect.resource.id"] for e in events] == [f"prefect.flow-run.{r}" for r in runs]
-    assert events[0]["related"][0]["prefect.resource.id"] == f"prefect.work-pool.{pool}"
+    assert path == "/events"
+    assert [e["event"] for e in events] == [liveness.RUNNER_HEARTBEAT, liveness.HEARTBEAT, liveness.HEARTBEAT]
+    assert [e["resource"]["prefect.resource.id"] for e in events] == \
+        ["remediation.runner.runner-a"] + [f"prefect.flow-run.{r}" for r in runs]
+    assert all(e["related"][0]["prefect.resource.id"] == f"prefect.work-pool.{pool}" for e in events)
+
+
+def test_an_idle_replica_still_beats_so_prefects_events_clock_keeps_up() -> None:
+    """Nothing running still sends the replica's own event: a quiet server would otherwise judge silences
+    on a clock a late event had set back (see the module's docstring)."""
+    client = Recorder()
+    asyncio.run(liveness.heartbeat(client, [], None, "runner-b"))
+    [(_, [event])] = client.posted
+    assert event["event"] == liveness.RUNNER_HEARTBEAT and event["related"] == []
+    assert event["resource"]["prefect.resource.id"] == "remediation.runner.runner-b"
 
 
 def test_a_crashed_runs_open_task_runs_are_closed_as_crashed() -> None:
@@ -111,3 +123,54 @@ def test_subflows_of_a_running_run_are_heartbeated_too() -> None:
     assert found == [respond, other, restart, capture]
     # Only unfinished subflows: a finished one needs no heartbeat (and must not be crashed).
     assert StateType.COMPLETED in asked[0].state.type.not_any_ and StateType.PAUSED not in asked[0].state.type.not_any_
+
+
+def test_a_claimed_run_is_heartbeated_at_once_not_at_the_next_beat() -> None:
+    """The automation's window opens on a heartbeat: a host lost in a run's first seconds, before the
+    5 s loop came round, left the run Running for good (the fault drill killed one 2 s in)."""
+    from prefect.client.schemas.responses import SetStateStatus
+
+    from remediation.runner.runner import RunnerConfig, WarmRunner
+
+    run_id, deployment = uuid4(), uuid4()
+
+    class Client(Recorder):
+        async def read_flow_run(self, flow_run_id: UUID) -> Any:
+            return SimpleNamespace(id=flow_run_id, name="drill", state=SimpleNamespace(type=StateType.SCHEDULED),
+                                   deployment_id=deployment, work_pool_name="remediation",
+                                   next_scheduled_start_time=None, expected_start_time=None)
+
+        async def read_deployment(self, deployment_id: UUID) -> Any:
+            return SimpleNamespace(entrypoint="flows/contain.py:contain")
+
+        async def set_flow_run_state(self, flow_run_id: UUID, state: Any, force: bool) -> Any:
+            return SimpleNamespace(status=SetStateStatus.ACCEPT, state=SimpleNamespace(timestamp=datetime.now(UTC)))
+
+    class Child:
+        proc = SimpleNamespace(pid=4242)
+
+        async def start(self, flow_run_id: UUID, entrypoint: str) -> None:
+            pass
+
+        async def wait(self) -> int:
+            await asyncio.Event().wait()  # still running when the test ends
+            return 0
+
+    async def scenario() -> list[Any]:
+        client = Client()
+        runner = WarmRunner(RunnerConfig(pool="remediation", name="runner-a"), client)
+
+        async def take() -> Child:
+            return Child()
+
+        runner.pool = SimpleNamespace(take=take, idle=SimpleNamespace(empty=lambda: False))  # type: ignore[assignment]
+        assert await runner.consider(run_id)
+        await asyncio.sleep(0.05)  # the background beat; the 5 s heartbeat loop is not running here
+        for task in list(runner._tasks):
+            task.cancel()
+        return client.posted
+
+    [(path, events)] = asyncio.run(scenario())
+    assert path == "/events"
+    assert [e["resource"]["prefect.resource.id"] for e in events if e["event"] == liveness.HEARTBEAT] == \
+        [f"prefect.flow-run.{run_id}"]
