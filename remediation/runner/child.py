@@ -48,7 +48,7 @@ def project_sources(root: str) -> list[str]:
 def child_main(entrypoints: Sequence[str], preload: Sequence[str], warm_calls: Sequence[str] = ()) -> int:
     """Import everything a run needs, say `ready`, run the one flow run named on stdin, exit."""
     proto = protocol_channel()
-    flows = warm_imports(entrypoints, preload, [call.partition(":")[0] for call in warm_calls])
+    flows = warm_imports(entrypoints, preload, warm_calls)
     return serve_one(flows, warm_calls, proto)
 
 
@@ -59,13 +59,14 @@ def protocol_channel() -> Any:
     return proto
 
 
-def warm_imports(entrypoints: Sequence[str], preload: Sequence[str], modules: Sequence[str] = ()) -> dict[str, Any]:
-    """The imports a run needs and its flows by entrypoint: nothing here starts a thread or opens a
-    connection, so a zygote can fork children after it (`zygote.py`)."""
+def warm_imports(entrypoints: Sequence[str], preload: Sequence[str], warm_calls: Sequence[str] = ()) -> dict[str, Any]:
+    """The imports a run needs (the warm calls' modules too) and its flows by entrypoint: nothing here
+    starts a thread or opens a connection, so a zygote can fork children after it (`zygote.py`)."""
     import importlib
 
     from prefect.flows import load_flow_from_entrypoint
 
+    modules = [call.partition(":")[0] for call in warm_calls]
     for mod in ("prefect.engine", "prefect.flow_engine", *preload, *modules):
         importlib.import_module(mod)
     flows: dict[str, Any] = {}

@@ -44,7 +44,7 @@ def zygote_main(control_fd: int, entrypoints: Sequence[str], preload: Sequence[s
     """Import, say `ready`, fork a child per `fork` request until the runner closes the socket.
     Returns in the zygote when it is done, and in each forked child with that child's exit code."""
     control = socket.socket(fileno=control_fd)
-    flows = warm_imports(entrypoints, preload, [call.partition(":")[0] for call in warm_calls])
+    flows = warm_imports(entrypoints, preload, warm_calls)
     if threading.active_count() != 1:
         control.sendall(f"unsafe {[t.name for t in threading.enumerate()]}\n".encode())
         return 1
@@ -248,10 +248,20 @@ class ForkServer:
     """The runner's zygote, relaunched when the deployments' entrypoints or the checkout's code change;
     forks are made one at a time (the zygote answers them in order)."""
 
+    RETRY_S = 300.0
+
     def __init__(self) -> None:
         self._zygote: Zygote | None = None
         self._lock = asyncio.Lock()
-        self.disabled: str | None = None  # why forking is off for this runner (children are spawned)
+        self._failed: tuple[str, float] | None = None  # the last launch failure and when to try again
+
+    @property
+    def disabled(self) -> str | None:
+        """Why forking is off for now (children are spawned): a zygote that failed to launch is tried
+        again after `RETRY_S`, so a passing failure does not cost forking until the runner restarts."""
+        if self._failed is None or time.monotonic() >= self._failed[1]:
+            return None
+        return self._failed[0]
 
     async def spawn(self, entrypoints: Sequence[str], preload: Sequence[str],
                     warm_calls: Sequence[str]) -> tuple[ForkedProcess, float]:
@@ -266,7 +276,7 @@ class ForkServer:
                 try:
                     zygote = self._zygote = await Zygote.launch(entrypoints, preload, warm_calls)
                 except Exception as exc:
-                    self.disabled = str(exc)
+                    self._failed = (str(exc), time.monotonic() + self.RETRY_S)
                     log.warning("warm children are spawned, not forked: %s", exc)
                     raise
                 log.info("zygote %s ready: warm children are forked from it", zygote.proc.pid)

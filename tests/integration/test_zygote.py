@@ -52,17 +52,20 @@ def test_forked_children_are_ready_at_once_and_report_their_end() -> None:
     asyncio.run(scenario())
 
 
-def test_a_zygote_whose_imports_started_a_thread_refuses_to_fork(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_zygote_whose_imports_started_a_thread_refuses_to_fork_for_a_while(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "starts_a_thread.py").write_text(
         "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
 
     async def scenario() -> None:
         forks = ForkServer()
+        forks.RETRY_S = 1.0
         with pytest.raises(RuntimeError, match="unsafe"):
             await forks.spawn([], ["starts_a_thread"], [])
         assert forks.disabled is not None and "unsafe" in forks.disabled
+        await asyncio.sleep(1.1)
+        assert forks.disabled is None  # tried again later: a passing failure does not end forking for good
         await forks.close()
 
     asyncio.run(scenario())
