@@ -31,7 +31,9 @@ def stack() -> Iterator[StackInfo]:
     from sandbox.stack.core import Stack
 
     st = Stack(_SETTINGS)
-    already_up = all(st.status().values())
+    # Any part up means someone started this stack: a session never stops what it did not start (a
+    # part that was briefly unhealthy while its owner watched must not take the whole stack down).
+    already_up = any(st.status().values())
     info = st.up(log=lambda _msg: None)
     os.environ.update(info.env())
     yield info
