@@ -46,26 +46,31 @@ def _executing(st: Stack, run_id: object) -> WarmRunnerProcess:
 
 
 @contextmanager
-def late_events(occurred: datetime, every_s: float = 8.0) -> Iterator[None]:
+def late_events(occurred: datetime, every_s: float = 8.0) -> Iterator[list[BaseException | None]]:
     """Send an event that happened at `occurred` every few seconds, as a client that was slow to flush
     would (a warm child's block-loaded event, sent once its events worker connected). Prefect's events
     clock does not move forward for it but counts it as the last thing received: with nothing else
-    arriving, each one set the clock back to `occurred`, and the silence automation waited on it."""
+    arriving, each one set the clock back by the time since the newest event, and the silence
+    automation waited on it. Yields one entry per event sent (None) or the error that stopped it."""
     from prefect.events import Event
 
-    stop = threading.Event()
+    stop, sent = threading.Event(), []
 
     def send() -> None:
-        with get_client(sync_client=True) as client:
-            while not stop.wait(every_s):
-                event = Event(event="remediation.test.late-event", occurred=occurred,
-                              resource={"prefect.resource.id": "remediation.test.slow-client"})
-                client._client.post("/events", json=[event.model_dump(mode="json")]).raise_for_status()
+        try:
+            with get_client(sync_client=True) as client:
+                while not stop.wait(every_s):
+                    event = Event(event="remediation.test.late-event", occurred=occurred,
+                                  resource={"prefect.resource.id": "remediation.test.slow-client"})
+                    client._client.post("/events", json=[event.model_dump(mode="json")]).raise_for_status()
+                    sent.append(None)
+        except BaseException as exc:  # reported by the test, not lost with the thread
+            sent.append(exc)
 
     sender = threading.Thread(target=send, daemon=True)
     sender.start()
     try:
-        yield
+        yield sent
     finally:
         stop.set()
         sender.join(timeout=10)
@@ -91,8 +96,10 @@ def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere
     # silence is acted on between one and two windows after it began; plus the heartbeat interval (the
     # last beat came up to one interval before the kill), the services' 5 s granularity and slack.
     bound = 2 * SILENCE_S + HEARTBEAT_S + 20
-    with late_events(datetime.now(UTC) - timedelta(seconds=2)):
+    with late_events(datetime.now(UTC) - timedelta(seconds=2)) as late:
         wait_for(lambda: (run_state(run_id).state or AwaitingRetry()).name == "Crashed", "run marked Crashed", bound)
+    # The crash comes no sooner than SILENCE_S after the last beat: the late events were in its way.
+    assert len(late) >= 3 and not any(late), late
     marks.mark("run marked Crashed (heartbeat silence automation)")
     with get_client(sync_client=True) as client:
         def open_task_runs() -> list[str]:
