@@ -23,12 +23,14 @@ first minutes of an incident) this process instead:
 * marks a run `Crashed` if its child dies without a final state, and cancels a run the UI
   cancels (a `prefect.flow-run.Cancelling` event: the child is killed, the run `Cancelled`);
 * heartbeats as a worker of the pool, so the UI shows the pool ready, and for each run it
-  executes (`liveness.py`): a Prefect automation every runner installs marks a run `Crashed`
-  when those heartbeats stop (its host died with the runner), and the runners close a crashed
-  run's task runs.
+  executes, the first beat as soon as the run is claimed (`liveness.py`): a Prefect automation
+  every runner installs marks a run `Crashed` when those heartbeats stop (its host died with the
+  runner), and the runners close a crashed run's task runs. Each runner also sends an event for
+  itself every beat, which keeps Prefect's events clock (what the automation's window is measured
+  on) current when nothing else happens.
 
     python -m remediation.runner serve --pool remediation-fast [--warm 2] [--limit 8]
-        [--poll-s 10] [--preload boto3 paramiko ...]
+        [--poll-s 10] [--preload boto3 paramiko ...] [--spawn]
 
 The pieces: `pool.py` keeps the warm children (`WarmChild` is the runner's handle on one),
 `zygote.py` forks them,
