@@ -47,6 +47,15 @@ _READ = 1024 * 1024
 #: AES-GCM first: one AEAD pass authenticates as it decrypts (no HMAC over every byte), in C via
 #: `cryptography`. paramiko's own order and set follow as fallbacks; nothing weaker is added.
 _CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+#: When this side asks for a new key: after 64 GiB (2**32 blocks of 16 bytes, RFC 4344's bound for
+#: 128-bit ciphers, and OpenSSH's own default) or 2**31 packets. paramiko asks after 512 MiB, and
+#: a command whose output ends while that key exchange is under way deadlocks paramiko's reading
+#: thread for 30 s, then fails "Key-exchange timed out waiting for key negotiation" with the tail
+#: of the output lost: its thread answers the channel's close with a send that waits for the key
+#: exchange, which only that thread can finish (paramiko issue #822). A 512 MiB log failed so
+#: every time. sshd still rekeys when it wants to; a rekey the server starts does not deadlock.
+_REKEY_BYTES = 2**36
+_REKEY_PACKETS = 2**31
 
 
 class CommandResult(BaseModel):
@@ -122,7 +131,8 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
 
 
 class _Transport(paramiko.Transport):
-    """paramiko's Transport with a larger window and AES-GCM preferred (see `_WINDOW`, `_CIPHERS`).
+    """paramiko's Transport with a larger window, AES-GCM preferred, and this side's rekeying at the
+    RFC 4344 bound rather than paramiko's 512 MiB (see `_WINDOW`, `_CIPHERS`, `_REKEY_BYTES`).
 
     Host keys, key exchange and authentication are paramiko's own, unchanged."""
 
@@ -133,6 +143,8 @@ class _Transport(paramiko.Transport):
     def __init__(self, sock: Any, **kwargs: Any) -> None:
         kwargs.setdefault("default_window_size", _WINDOW)
         super().__init__(sock, **kwargs)
+        self.packetizer.REKEY_BYTES = _REKEY_BYTES
+        self.packetizer.REKEY_PACKETS = _REKEY_PACKETS
 
 
 class LineRedaction(Protocol):

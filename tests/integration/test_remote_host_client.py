@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -73,6 +74,27 @@ def test_output_streams_line_by_line_and_is_capped_keeping_the_tail(stack: Stack
     assert lines[:3] == ["1", "2", "3"] and lines[-1] == "20000" and len(lines) == 20000
     assert result.truncated and len(result.stdout.encode()) <= 1000
     assert result.stdout.endswith("19999\n20000\n")
+
+
+def test_output_that_ends_as_a_key_exchange_is_due_arrives_whole_and_without_a_stall(stack: StackInfo) -> None:
+    # 512 MiB ends just after paramiko's own rekey point (2**29 bytes received, packet overhead
+    # included). With paramiko's default its reading thread often waited 30 s on itself (3 runs of
+    # 4 of this test here), and then either the command failed with the tail lost or the output came late.
+    from remediation.target.connect import remote_host
+    from remediation.target.inventory import load_target
+
+    size = 512 * 2**20
+    line = "2026-11-23 10:00:00,000 INFO POST /api/v1/wallet/deposit 200 player=p-00042 ms=3.2"
+    received = [0]
+
+    def count(text: str) -> None:
+        received[0] += len(text)
+
+    with remote_host(load_target("sandbox"), "deploy") as h:
+        result = h.run(["sh", "-c", f"yes {shlex.quote(line)} | head -c {size}"], on_lines=count, timeout=60)
+    # The output's last line, cut short by `head`, is handed out with a newline.
+    assert (result.exit_code, received[0]) == (0, size + 1)
+    assert result.duration_s < 20, f"{size} bytes took {result.duration_s:.1f} s"
 
 
 def test_a_failing_output_callback_does_not_stop_the_command(stack: StackInfo) -> None:
