@@ -113,6 +113,9 @@ class JournaledS3:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(body)
+        # The body is all there: moto may read the buffer as it is, not through werkzeug's
+        # length-limited wrapper, which copied a large object once more in 64 KiB reads.
+        environ["wsgi.input_terminated"] = True
         answer: dict[str, Any] = {}
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
