@@ -44,6 +44,11 @@ _WINDOW = 4 * 1024 * 1024
 #: (Reading the whole window at once saves paramiko some copying but costs ~20 MB of transient
 #: strings downstream: decoded, joined, redacted, encoded.)
 _READ = 1024 * 1024
+#: Output with no newline for this long (a binary file, a log written without newlines) is handed on
+#: in pieces: waiting for the end of the line held all of it in memory (a 200 MiB line: 1.5 GB of
+#: RSS) and re-copied it at every read. The evidence file's redaction stream cuts such a line at
+#: the same length.
+_LONG_LINE = 4 * 1024 * 1024
 #: AES-GCM first: one AEAD pass authenticates as it decrypts (no HMAC over every byte), in C via
 #: `cryptography`. paramiko's own order and set follow as fallbacks; nothing weaker is added.
 _CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
@@ -148,9 +153,11 @@ class _Transport(paramiko.Transport):
 
 
 class LineRedaction(Protocol):
-    """One output stream's redaction (`RedactionStream`): complete lines in, redacted text out."""
+    """One output stream's redaction (`RedactionStream`): complete lines in, redacted text out; or any
+    piece of text, kept until it can be redacted with what follows (`feed`)."""
 
     def feed_lines(self, text: str) -> str: ...
+    def feed(self, chunk: str) -> str: ...
     def finish(self) -> str: ...
 
 
@@ -198,6 +205,9 @@ class _Capture:
         elif cut:
             self._pending = text[cut:]
             self._out(text[:cut])
+        elif len(text) >= _LONG_LINE:
+            self._pending = ""
+            self._out(text, whole_lines=False)
         else:
             self._pending = text
 
@@ -213,15 +223,17 @@ class _Capture:
                 self._hand_out(rest if rest.endswith("\n") else rest + "\n")
         return self._buf.decode("utf-8", errors="replace")
 
-    def _out(self, complete: str) -> None:
+    def _out(self, text: str, *, whole_lines: bool = True) -> None:
+        """Hand on `text`: complete lines, or (not `whole_lines`) a piece of a line too long to wait for."""
         if self._redact is not None:
-            clean = self._redact.feed_lines(complete)
+            # A piece of a line goes through the stream's own buffer, which redacts it with what follows.
+            clean = self._redact.feed_lines(text) if whole_lines else self._redact.feed(text)
             self._keep(clean.encode())
-            text = self._partial + clean
-            cut = text.rfind("\n") + 1
-            complete, self._partial = text[:cut], text[cut:]
-        if complete:
-            self._hand_out(complete)
+            joined = self._partial + clean
+            cut = joined.rfind("\n") + 1 or (len(joined) if len(joined) >= _LONG_LINE else 0)
+            text, self._partial = joined[:cut], joined[cut:]
+        if text:
+            self._hand_out(text)
 
     def _keep(self, data: bytes) -> None:
         if len(data) >= self._cap:  # a large read: only its tail can stay
@@ -234,14 +246,14 @@ class _Capture:
             self.truncated = True
 
     def _hand_out(self, lines: str) -> None:
-        """`lines` ends with a newline."""
+        """`lines` ends with a newline, unless it is a piece of a line longer than `_LONG_LINE`."""
         if self._on_lines is not None:
             try:
                 self._on_lines(lines)
             except Exception:
                 self._on_lines = None
         if self._on_line is not None:
-            for line in lines[:-1].split("\n"):
+            for line in lines.removesuffix("\n").split("\n"):
                 self._emit(line)
 
     def _emit(self, line: str) -> None:

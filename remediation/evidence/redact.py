@@ -53,7 +53,8 @@ MIN_LITERAL = 4
 #: A base64 fragment shorter than this would match random base64 too often to be worth the holes.
 _MIN_B64 = 8
 _BLOCK = 256 * 1024
-#: A line longer than this is processed in pieces (a secret split across the cut may survive).
+#: A line longer than this is processed in pieces, cut after a space or tab in its last `_BLOCK`
+#: (a secret split across a cut may survive only where that stretch has no whitespace at all).
 _MAX_LINE = 4 * 1024 * 1024
 #: After a PEM BEGIN with no END this far on, the key was truncated: stop dropping text.
 _PEM_BUDGET = 16 * 1024
@@ -485,7 +486,10 @@ class RedactionStream:
             self._pending, self._pending_len = [text], len(text)
             return ""
         if cut == 0:
-            cut = len(text)
+            # A line this long goes on in pieces, each cut after its last space or tab: a secret has none
+            # in it, so it is not split across two pieces, where neither would match.
+            space = max(text.rfind(" ", len(text) - _BLOCK), text.rfind("\t", len(text) - _BLOCK))
+            cut = space + 1 if space > 0 else len(text)
         rest = text[cut:]
         self._pending, self._pending_len = ([rest], len(rest)) if rest else ([], 0)
         return self._block(text[:cut])
