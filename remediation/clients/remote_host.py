@@ -57,8 +57,8 @@ _CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 #: a command whose output ends while that key exchange is under way deadlocks paramiko's reading
 #: thread for 30 s, then fails "Key-exchange timed out waiting for key negotiation" with the tail
 #: of the output lost: its thread answers the channel's close with a send that waits for the key
-#: exchange, which only that thread can finish (paramiko issue #822). A 512 MiB log failed so
-#: every time. sshd still rekeys when it wants to; a rekey the server starts does not deadlock.
+#: exchange, which only that thread can finish (paramiko issue #822). A 512 MiB log stalled or
+#: failed so in most tries. sshd still rekeys when it wants to; a rekey it starts does not deadlock.
 _REKEY_BYTES = 2**36
 _REKEY_PACKETS = 2**31
 

@@ -490,6 +490,11 @@ class RedactionStream:
             # in it, so it is not split across two pieces, where neither would match.
             space = max(text.rfind(" ", len(text) - _BLOCK), text.rfind("\t", len(text) - _BLOCK))
             cut = space + 1 if space > 0 else len(text)
+            # A key's header has spaces in it: from its dashes on, the text waits for the next piece, or
+            # the header would be cut, match in neither piece, and the key after it go unredacted.
+            dashes = text.rfind("-----", len(text) - _BLOCK)
+            if 0 < dashes < cut:
+                cut = dashes
         rest = text[cut:]
         self._pending, self._pending_len = ([rest], len(rest)) if rest else ([], 0)
         return self._block(text[:cut])

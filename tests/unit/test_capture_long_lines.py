@@ -61,3 +61,14 @@ def test_a_secret_where_a_long_line_is_cut_is_still_redacted_whole() -> None:
     out = stream.feed(head) + stream.feed(SECRET[10:] + " tail\n") + stream.finish()
     assert SECRET[:10] not in out and SECRET[10:] not in out
     assert out.endswith(" [REDACTED] tail\n") and len(out) == _LONG_LINE - 4 + len("[REDACTED] tail\n")
+
+
+def test_a_key_header_where_a_long_line_is_cut_still_starts_the_key_block() -> None:
+    from tests.unit.test_redact import PEM
+
+    stream = Redactor([SECRET]).stream()
+    # The read ends inside the header; its last space is between two of the header's words.
+    head = "a" * _LONG_LINE + " " + PEM[:20]
+    out = stream.feed(head) + stream.feed(PEM[20:] + "after\n") + stream.finish()
+    assert "b3BlbnNzaC1rZXkt" not in out and "BEGIN" not in out
+    assert out.endswith(" [REDACTED PRIVATE KEY]after\n") or out.endswith(" [REDACTED PRIVATE KEY]\nafter\n")
