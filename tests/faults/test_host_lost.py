@@ -98,7 +98,7 @@ def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere
     bound = 2 * SILENCE_S + HEARTBEAT_S + 20
     with late_events(datetime.now(UTC) - timedelta(seconds=2)) as late:
         wait_for(lambda: (run_state(run_id).state or AwaitingRetry()).name == "Crashed", "run marked Crashed", bound)
-    # The crash comes no sooner than SILENCE_S after the last beat: the late events were in its way.
+    # The late events really went out while the crash was awaited: three or more, none refused.
     assert len(late) >= 3 and not any(late), late
     marks.mark("run marked Crashed (heartbeat silence automation)")
     with get_client(sync_client=True) as client:
