@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
-from sandbox.config import ROLES, SandboxSettings
+from sandbox.config import ROLES, SLOW_WRITE_FILE, SandboxSettings
 from sandbox.db import make_pool
 
 __all__ = ["TokenAuth", "create_app", "database_errors", "main", "run_service"]
@@ -149,11 +149,6 @@ STATUS_POSTS_KEPT = 1000
 
 class StatusPost(BaseModel):
     text: str = Field(min_length=1, max_length=40_000)
-
-
-#: Fault `admin-slow-write` (python -m sandbox.stack fault admin-slow-write on): the change is committed,
-#: then the answer is held back this long — a caller killed or timing out meanwhile never learns it landed.
-SLOW_WRITE_FILE = "faults/admin-slow-write"
 
 
 def _slow_after_write(home: Path) -> None:

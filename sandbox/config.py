@@ -20,6 +20,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_HOME = Path("/tmp/rp-sandbox")  # noqa: S108 - the stack refuses a home another user owns
 
 ROLES = ("super_admin", "brand_admin", "viewer")
+#: Fault `admin-slow-write` (python -m sandbox.stack fault admin-slow-write on): the admin service
+#: commits the change, then holds its answer back as long as this file says — a caller killed or
+#: timing out meanwhile never learns it landed. Here, not in sandbox/admin.py: the stack's callers
+#: need the name without importing the service's web framework.
+SLOW_WRITE_FILE = "faults/admin-slow-write"
 
 
 #: A setting the wallet cannot start without, from the deploy host's env file (`host/wallet.env`).

@@ -79,27 +79,27 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
                 return run
             try:
                 # One look per turn, so the run's end is seen as soon as a pause would be.
-                paused = wait_for_incident_pause(incident_id, timeout_s=0)
+                paused = wait_for_incident_pause(incident_id, timeout_s=0, client=client)
             except TimeoutError:
-                time.sleep(0.2)
+                time.sleep(0.1)
                 continue
             key = (paused.id, paused.state.state_details.pause_key if paused.state else None)
             if key in answered:
-                time.sleep(0.2)
+                time.sleep(0.1)
                 continue
             answered.add(key)
             step = pending_step(paused)
             if step == "verify-initiator":
                 # As in the UI: the on-call types the code their authenticator shows.
-                confirm_initiator(paused.id, handle=ONCALL, code=people.current_code(ONCALL))
+                confirm_initiator(paused.id, handle=ONCALL, code=people.current_code(ONCALL), client=client)
                 print(f"\n-- {_at()} {ONCALL} confirms starting {paused.name} with her 6-digit code")
                 continue
-            plan = str(pending_form(paused)["description"] or "")
+            plan = str(pending_form(paused, client=client)["description"] or "")
             print(f"\n-- {_at()} {LEAD} reviews `{step}` ({paused.name}):")
             print("   " + "\n   ".join(plan.splitlines()[:14]))
             # As from the CLI (`remediation.cli approve --sign-key`): an answer signed with his SSH key.
             answer(paused.id, decision="approve", approver=LEAD, reason=f"SEV1 drill: {step} reviewed",
-                   sign_key=people.key_path(SandboxSettings().home, LEAD))
+                   sign_key=people.key_path(SandboxSettings().home, LEAD), client=client)
             print(f"-- {LEAD}: approve (signed)")
     raise TimeoutError(f"respond {respond_id} not finished after {timeout_s:.0f} s")
 

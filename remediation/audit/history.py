@@ -27,6 +27,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.client.schemas.sorting import FlowRunSort
 
+from remediation.audit.stored_results import StoredResults
+
 __all__ = ["MASK", "flow_run_records", "mask_parameters", "scrub_record"]
 
 MASK = "***"
@@ -107,11 +109,11 @@ def incident_runs(client: SyncPrefectClient, incident_id: str) -> list[FlowRun]:
     return runs
 
 
-def _result(run: FlowRun, redact: Callable[[str], str]) -> Any:
+def _result(run: FlowRun, results: StoredResults, redact: Callable[[str], str]) -> Any:
     if run.state is None or not run.state.is_final():
         return None
     try:
-        return _scrub(run.state.result(raise_on_failure=False), redact)
+        return _scrub(results.read(run.state), redact)
     except Exception as exc:  # a result that cannot be read is recorded as such, not fatal
         return {"unreadable": f"{type(exc).__name__}: {redact(str(exc))[:300]}"}
 
@@ -123,16 +125,17 @@ def flow_run_records(client: SyncPrefectClient, runs: list[FlowRun],
     deployment_ids = {run.deployment_id for run in runs if run.deployment_id is not None}
     # Each run needs four reads and its stored result; an incident has a dozen runs or more, and one
     # after another they made the postmortem and the audit export wait seconds on round trips.
+    results = StoredResults()
     with ThreadPoolExecutor(max_workers=_READERS) as pool:
         flows = dict(zip(flow_ids, pool.map(lambda i: client.read_flow(i).name, flow_ids), strict=True))
         deployments = dict(zip(deployment_ids, pool.map(lambda i: client.read_deployment(i).name, deployment_ids),
                                strict=True))
-        per_run = pool.map(lambda run: _run_records(client, run, flows, deployments, redact), runs)
+        per_run = pool.map(lambda run: _run_records(client, run, flows, deployments, results, redact), runs)
         return [item for items in per_run for item in items]
 
 
 def _run_records(client: SyncPrefectClient, run: FlowRun, flows: dict[UUID, str], deployments: dict[UUID, str],
-                 redact: Callable[[str], str]) -> list[tuple[str, dict[str, Any]]]:
+                 results: StoredResults, redact: Callable[[str], str]) -> list[tuple[str, dict[str, Any]]]:
     deployment = deployments[run.deployment_id] if run.deployment_id is not None else None
     states = sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
     items: list[tuple[str, dict[str, Any]]] = [("flow-run", _scrub({
@@ -142,7 +145,7 @@ def _run_records(client: SyncPrefectClient, run: FlowRun, flows: dict[UUID, str]
         "states": [_state(s) for s in states],
         "final": {"type": run.state_type.value if run.state_type else None, "name": run.state_name,
                   "message": (run.state.message or "") if run.state else None},
-        "result": _result(run, redact),
+        "result": _result(run, results, redact),
     }, redact))]
     task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     for tr in sorted(task_runs, key=lambda t: (t.start_time or t.expected_start_time or t.created or 0, t.name)):

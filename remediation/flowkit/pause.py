@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
@@ -30,7 +31,10 @@ from prefect.utilities.engine import propose_state_sync
 
 from remediation.flowkit.run_events import StateChanges
 
-__all__ = ["EVENTS_POLL_S", "POLL_S", "SERVER_GRACE_S", "attempt", "pause_for_answer", "pause_key", "step_of"]
+__all__ = [
+    "EVENTS_POLL_S", "POLL_S", "RECHECK_S", "SERVER_GRACE_S", "attempt", "await_resumed", "pause_for_answer",
+    "pause_key", "step_of",
+]
 
 #: How often a paused run reads whether it was resumed while the server's state events reach it
 #: (`run_events.StateChanges`): they wake it ~50 ms after the answer, so the read is only a safety net.
@@ -38,6 +42,11 @@ EVENTS_POLL_S = 2.0
 #: ... and while they do not (websocket refused, subscribing, reconnecting): one small read per
 #: paused run; an approval then takes effect 0.25 s later on average (Prefect's own default is 10 s).
 POLL_S = 0.5
+#: Prefect emits a state's event from inside the transaction that writes the state, so the event can
+#: reach the waiter before the state is readable: seen in a drill, a read 18 ms after the answer's
+#: Running event still found the run Paused, and the next look was the 2 s safety poll. After any
+#: event the waiter reads again at these intervals before it leaves it to the poll.
+RECHECK_S = (0.05, 0.1, 0.2, 0.4)
 #: The server's own pause deadline is set this much later than ours. Past the server's deadline
 #: Prefect turns any exit from Paused into "Failed: never resumed"; leaving at ours first lets a
 #: timeout end as a clean, recorded "no".
@@ -64,6 +73,29 @@ def step_of(key: str) -> str:
     return key.rsplit("-", 3)[0]
 
 
+class Changes(Protocol):
+    """What the waiter needs of `run_events.StateChanges`."""
+
+    @property
+    def listening(self) -> bool: ...
+
+    def wait(self, timeout_s: float) -> bool: ...
+
+
+def await_resumed(changes: Changes, is_running: Callable[[], bool], deadline: float) -> bool:
+    """True once `is_running()` says so, False at `deadline` (monotonic). Reads after each event and
+    again shortly after it (RECHECK_S), else every EVENTS_POLL_S while events flow, POLL_S while not."""
+    rechecks: list[float] = []
+    while (left := deadline - time.monotonic()) > 0:
+        interval = rechecks.pop(0) if rechecks else EVENTS_POLL_S if changes.listening else POLL_S
+        woke = changes.wait(min(left, interval))
+        if is_running():
+            return True
+        if woke:
+            rechecks = list(RECHECK_S)
+    return False
+
+
 def pause_for_answer(form: type[RunInput], *, timeout_s: float, key: str) -> dict[str, Any] | None:
     """Pause until someone answers (the raw answer, None if resumed without one) or the deadline."""
     ctx = FlowRunContext.get()
@@ -83,13 +115,14 @@ def pause_for_answer(form: type[RunInput], *, timeout_s: float, key: str) -> dic
         state = propose_state_sync(client, proposed, flow_run_id=run_id)
         if not state.is_paused():
             raise RuntimeError(f"the run could not pause for an answer: {state}")
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            changes.wait(min(left, EVENTS_POLL_S if changes.listening else POLL_S))
+
+        def running() -> bool:
             current = client.read_flow_run(run_id).state
-            if current is not None and current.is_running():
-                raw = read_flow_run_input(keyset["response"], flow_run_id=run_id)
-                return raw if isinstance(raw, dict) else None
+            return current is not None and current.is_running()
+
+        if await_resumed(changes, running, time.monotonic() + timeout_s):
+            raw = read_flow_run_input(keyset["response"], flow_run_id=run_id)
+            return raw if isinstance(raw, dict) else None
         back = propose_state_sync(client, Running(), flow_run_id=run_id)
         if not back.is_running():
             raise RuntimeError(f"could not leave the pause after the deadline: {back}")

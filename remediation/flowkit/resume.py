@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterState,
@@ -22,8 +24,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.flow_runs import resume_flow_run
-from prefect.input.actions import read_flow_run_input
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.exceptions import FlowPauseTimeout, NotPausedError, PrefectHTTPStatusError
 from prefect.input.run_input import keyset_from_paused_state
 
 from remediation.errors import BadInputError
@@ -37,10 +39,22 @@ __all__ = [
 ]
 
 
-def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float = 0.2) -> FlowRun:
+@contextmanager
+def _client(client: SyncPrefectClient | None) -> Iterator[SyncPrefectClient]:
+    """The caller's client, or one for this call. A client costs ~30 ms to make (its TLS context), and
+    answering a pause takes half a dozen reads: one client for all of them, across a drill's loop too."""
+    if client is not None:
+        yield client
+        return
+    with get_client(sync_client=True) as own:
+        yield own
+
+
+def wait_for_pause(flow_run_id: UUID, *, timeout_s: float = 120, poll_s: float = 0.2,
+                   client: SyncPrefectClient | None = None) -> FlowRun:
     """Block until the run is paused waiting for input; fail clearly if it ends first."""
     deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
+    with _client(client) as client:
         while True:
             run = client.read_flow_run(flow_run_id)
             state = run.state
@@ -89,12 +103,12 @@ def alert_capture_run(reply: dict[str, Any], *, timeout_s: float = 60, poll_s: f
 
 
 def wait_for_incident_pause(incident_id: str, *, timeout_s: float = 120, poll_s: float = 0.2,
-                            skip: set[UUID] | None = None) -> FlowRun:
+                            skip: set[UUID] | None = None, client: SyncPrefectClient | None = None) -> FlowRun:
     """The run of this incident (any flow, subflows included) that waits for a decision now."""
     deadline = time.monotonic() + timeout_s
     flt = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"incident:{incident_id}"]),
                         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
-    with get_client(sync_client=True) as client:
+    with _client(client) as client:
         while True:
             for run in client.read_flow_runs(flow_run_filter=flt, limit=20):
                 if run.state is not None and run.state.state_details.run_input_keyset and run.id not in (skip or set()):
@@ -110,14 +124,37 @@ def pending_step(run: FlowRun) -> str:
     return step_of(key)
 
 
-def pending_form(run: FlowRun) -> dict[str, Any]:
+def _run_input(client: SyncPrefectClient, flow_run_id: UUID, key: str) -> Any:
+    """A run input's value, None when it does not exist (as `prefect.input.read_flow_run_input`)."""
+    try:
+        return json.loads(client.read_flow_run_input(flow_run_id=flow_run_id, key=key))
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+
+
+def _resume(client: SyncPrefectClient, flow_run_id: UUID, run_input: dict[str, Any]) -> None:
+    """`prefect.flow_runs.resume_flow_run` on the caller's client: the same checks, the same errors."""
+    run = client.read_flow_run(flow_run_id)
+    if run.state is None or not run.state.is_paused():
+        raise NotPausedError("Cannot resume a run that isn't paused!")
+    response = client.resume_flow_run(flow_run_id, run_input=run_input)
+    if response.status == SetStateStatus.REJECT:
+        if response.state is not None and response.state.type == StateType.FAILED:
+            raise FlowPauseTimeout("Flow run can no longer be resumed.")
+        raise RuntimeError(f"Cannot resume this run: {getattr(response.details, 'reason', None)}")
+
+
+def pending_form(run: FlowRun, *, client: SyncPrefectClient | None = None) -> dict[str, Any]:
     """The paused run's description, its pause key, and the values its form pins (plan hash, target,
     the handle an initiator check expects)."""
     assert run.state is not None
     keyset = keyset_from_paused_state(run.state)
-    raw: Any = read_flow_run_input(keyset["schema"], flow_run_id=run.id)
+    with _client(client) as client:
+        raw: Any = _run_input(client, run.id, keyset["schema"])
+        description: Any = _run_input(client, run.id, keyset["description"])
     schema: dict[str, Any] = json.loads(raw) if isinstance(raw, str) else raw
-    description: Any = read_flow_run_input(keyset["description"], flow_run_id=run.id)
     props = schema.get("properties", {})
 
     def pinned(name: str) -> str | None:
@@ -155,36 +192,38 @@ def answer(
     plan_hash: str | None = None,
     confirm_target: str | None = None,
     wait_s: float = 120,
+    client: SyncPrefectClient | None = None,
 ) -> dict[str, Any]:
     """Approve, reject or skip the pending step, proved by a TOTP `code` or a signature made with
     `sign_key`. Defaults to the hash and target the run shows. Returns what was sent (no secrets)."""
-    run = wait_for_pause(flow_run_id, timeout_s=wait_s)
-    form = pending_form(run)
-    if form["kind"] != "approval":
-        raise BadInputError(f"run {flow_run_id} asks who started it, not for an approval: confirm_initiator")
-    run_input: dict[str, Any] = {
-        "decision": decision, "approver": approver, "reason": reason, "code": code or "",
-        "plan_hash": plan_hash or form["plan_hash"], "confirm_target": confirm_target or form["target"],
-    }
-    if sign_key is not None:
-        run_input["signature"] = sign(signed_fields(str(flow_run_id), form["key"], run_input), sign_key)
-    resume_flow_run(flow_run_id, run_input=run_input)
+    with _client(client) as client:
+        form = pending_form(wait_for_pause(flow_run_id, timeout_s=wait_s, client=client), client=client)
+        if form["kind"] != "approval":
+            raise BadInputError(f"run {flow_run_id} asks who started it, not for an approval: confirm_initiator")
+        run_input: dict[str, Any] = {
+            "decision": decision, "approver": approver, "reason": reason, "code": code or "",
+            "plan_hash": plan_hash or form["plan_hash"], "confirm_target": confirm_target or form["target"],
+        }
+        if sign_key is not None:
+            run_input["signature"] = sign(signed_fields(str(flow_run_id), form["key"], run_input), sign_key)
+        _resume(client, flow_run_id, run_input)
     return {"flow_run_id": str(flow_run_id), "step": step_of(form["key"]),
             **{k: v for k, v in run_input.items() if k not in ("code", "signature")},
             "proof": "ssh-signature" if sign_key is not None else "totp"}
 
 
 def confirm_initiator(flow_run_id: UUID, *, handle: str, code: str | None = None,
-                      sign_key: str | Path | None = None, wait_s: float = 120) -> dict[str, Any]:
+                      sign_key: str | Path | None = None, wait_s: float = 120,
+                      client: SyncPrefectClient | None = None) -> dict[str, Any]:
     """Answer a risky run's "who started this?" pause as `handle`."""
-    run = wait_for_pause(flow_run_id, timeout_s=wait_s)
-    form = pending_form(run)
-    if form["kind"] != "initiator":
-        raise BadInputError(f"run {flow_run_id} waits for an approval, not for its initiator: answer")
-    run_input: dict[str, Any] = {"handle": handle, "code": code or ""}
-    if sign_key is not None:
-        run_input["signature"] = sign({"flow_run_id": str(flow_run_id), "pause": form["key"], "handle": handle},
-                                      sign_key)
-    resume_flow_run(flow_run_id, run_input=run_input)
+    with _client(client) as client:
+        form = pending_form(wait_for_pause(flow_run_id, timeout_s=wait_s, client=client), client=client)
+        if form["kind"] != "initiator":
+            raise BadInputError(f"run {flow_run_id} waits for an approval, not for its initiator: answer")
+        run_input: dict[str, Any] = {"handle": handle, "code": code or ""}
+        if sign_key is not None:
+            run_input["signature"] = sign({"flow_run_id": str(flow_run_id), "pause": form["key"], "handle": handle},
+                                          sign_key)
+        _resume(client, flow_run_id, run_input)
     return {"flow_run_id": str(flow_run_id), "handle": handle,
             "proof": "ssh-signature" if sign_key is not None else "totp"}

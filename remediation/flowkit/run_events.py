@@ -6,6 +6,8 @@ the server already emits `prefect.flow-run.<State>` for every change, ~50 ms aft
 same websocket Prefect's own suspension watcher listens to. `StateChanges` listens there on its
 own thread and wakes the waiter; the waiter still reads the state itself, so an event is only a
 hint: a missed one (websocket refused by a proxy, a reconnect) costs a poll, never an answer.
+An event can also come before its state is readable (Prefect emits it inside the transaction that
+writes the state), so the waiter reads again shortly after each one (`pause.RECHECK_S`).
 
 The stream is trusted only once it has delivered an event. The server subscribes the socket to
 its live stream some time after the client has sent its filter, then replays the last minute from
@@ -90,8 +92,9 @@ class StateChanges:
             return
         # No `occurred` bound: Prefect's subscriber sets its own (the last minute, replayed). A
         # replayed Running is harmless: the waiter reads the state and finds the run still paused.
+        # Heartbeats are not state changes: each would only cost the waiter a read.
         flt = EventFilter(
-            event=EventNameFilter(prefix=["prefect.flow-run."]),
+            event=EventNameFilter(prefix=["prefect.flow-run."], exclude_name=["prefect.flow-run.heartbeat"]),
             resource=EventResourceFilter(id=[f"prefect.flow-run.{self.flow_run_id}"]),
         )
         subscriber: Any = get_events_subscriber(filter=flt, reconnection_attempts=3)

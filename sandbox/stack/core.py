@@ -13,11 +13,10 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
-from sandbox.admin import SLOW_WRITE_FILE
-from sandbox.config import ROLES, SandboxSettings
+from sandbox.config import ROLES, SLOW_WRITE_FILE, SandboxSettings
 from sandbox.release_faults import bad_deploy_patch
 from sandbox.stack import people
-from sandbox.stack.host import DeployHost
+from sandbox.stack.host import DeployHost, NothingToCommit
 from sandbox.stack.info import StackInfo
 from sandbox.stack.postgres import PostgresCluster
 from sandbox.stack.prefect_server import PrefectServer, prefect_client_env
@@ -335,9 +334,13 @@ class Stack:
 
     def bad_deploy(self) -> str:
         """Push a bad commit and deploy it the way the host's pipeline does: pull, rebuild."""
-        sha = self.host.push_commit(
-            bad_deploy_patch(), "gateway: read upstream settings from the release config"
-        )
+        change = bad_deploy_patch(), "gateway: read upstream settings from the release config"
+        try:
+            sha = self.host.push_commit(*change)
+        except NothingToCommit:
+            # A drill stopped before its rollback left the bad change on main: start again from the seed.
+            self.reset_release()
+            sha = self.host.push_commit(*change)
         self.host.pull()
         subprocess.run([str(self.host.rebuild_script)], cwd=self.host.checkout, check=True)
         return sha

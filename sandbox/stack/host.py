@@ -12,10 +12,14 @@ from pathlib import Path
 
 from sandbox.config import WALLET_REQUIRED_SETTING
 
-__all__ = ["DeployHost"]
+__all__ = ["DeployHost", "NothingToCommit"]
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "release_template"
 BRANCH = "main"
+
+
+class NothingToCommit(RuntimeError):
+    """The files pushed are already on the branch as given."""
 
 
 def _git(args: list[str], cwd: Path | None = None, *, when: datetime | None = None,
@@ -149,6 +153,8 @@ class DeployHost:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(content)
             _git(["add", "-A"], cwd=work)
+            if not _git(["status", "--porcelain"], cwd=work):
+                raise NothingToCommit(f"origin/{BRANCH} already has these files as given")
             _git(["commit", "-q", "-m", message], cwd=work, author=author, when=datetime.now(UTC))
             sha = _git(["rev-parse", "HEAD"], cwd=work)
             _git(["push", "-q", "origin", BRANCH], cwd=work)

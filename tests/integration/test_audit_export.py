@@ -156,3 +156,30 @@ def test_a_rewritten_export_with_a_recomputed_chain_and_head_is_refused(
     assert "signature does not verify" in out
     assert "differs from the one recorded in the target's database" in out
     assert "MISMATCH export export.json: a newer version" in out and "export chain-head.json: a newer version" in out
+
+
+def test_stored_results_read_what_prefect_reads_with_each_storage_loaded_once(
+    exported: dict[str, Any], deployments: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from remediation.audit import history, stored_results
+    from tests.integration.flow_runs import finish, start
+
+    # A run of the deployment stores its result in the S3 block; the runs made in this process keep
+    # theirs without a block (Prefect's own read, the fallback).
+    deployed = finish(start("verify-round-trip/verify-round-trip", incident_id=exported["incident"],
+                            brands=["alpha"], initiated_by="carol"), timeout_s=120)
+    assert deployed.state is not None and deployed.state.is_completed()
+    loaded: list[Any] = []
+    resolve = stored_results.resolve_result_storage
+    monkeypatch.setattr(stored_results, "resolve_result_storage", lambda ref: loaded.append(ref) or resolve(ref))
+    with get_client(sync_client=True) as client:
+        runs = [r for r in history.incident_runs(client, exported["incident"]) if r.state and r.state.is_final()]
+    blocks = {r.state.data.storage_block_id for r in runs if getattr(r.state.data, "storage_block_id", None)}
+    assert len(runs) >= 3 and blocks, "runs from this process and from the deployment"
+    results = stored_results.StoredResults()
+    read = [results.read(r.state) for r in runs]
+    assert read == [r.state.result(raise_on_failure=False) for r in runs]
+    assert all(isinstance(value, dict) and value for value in read)
+    assert len(loaded) == len(blocks), "each result storage block loaded once, not once per result"

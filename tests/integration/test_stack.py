@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 import time
 
 import pytest
@@ -55,6 +56,18 @@ def test_bad_deploy_breaks_health_and_reset_restores_it(stack: StackInfo) -> Non
         assert "wallet_timeout_s" in broken.json()["error"]
         # The bad commit is on origin and deployed on the host, as a real bad deploy would be.
         assert st.host.head() == sha
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=st.host.checkout, check=True, capture_output=True,
+                                  text=True).stdout.strip()
+
+        # A drill stopped before its rollback leaves the bad change on main: the next bad deploy starts
+        # again from the seeded history instead of failing on a commit with nothing in it.
+        seeded = git("rev-parse", f"{sha}^^{{tree}}"), git("rev-list", "--count", sha)
+        again = st.bad_deploy()
+        assert again != sha and st.host.head() == again
+        assert httpx.get(f"{stack.gateway_url}/health", timeout=5).json()["release"] == again
+        assert (git("rev-parse", f"{again}^^{{tree}}"), git("rev-list", "--count", again)) == seeded, (
+            "one bad commit on the seeded history, not two")
     finally:
         st.reset_release()
     restored = httpx.get(f"{stack.gateway_url}/health", timeout=5)
