@@ -182,4 +182,5 @@ def test_stored_results_read_what_prefect_reads_with_each_storage_loaded_once(
     read = [results.read(r.state) for r in runs]
     assert read == [r.state.result(raise_on_failure=False) for r in runs]
     assert all(isinstance(value, dict) and value for value in read)
+    assert [results.read(r.state) for r in runs] == read
     assert len(loaded) == len(blocks), "each result storage block loaded once, not once per result"
