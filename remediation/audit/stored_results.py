@@ -45,6 +45,12 @@ class StoredResults:
         with self._lock:
             store = self._stores.get(key)
             if store is None:
-                store = self._stores[key] = ResultStore(result_storage=resolve_result_storage(block_id),
-                                                        serializer=data.serializer)
+                storage = resolve_result_storage(block_id)
+                credentials = getattr(storage, "credentials", None)
+                if callable(getattr(credentials, "get_client", None)):
+                    # prefect-aws keeps one boto3 client per credentials object, but readers that miss
+                    # its cache together each build one (~0.3 s of CPU apiece, 8 at once on a first
+                    # read): built here once, under the lock, as its S3 reads ask for it.
+                    credentials.get_client("s3")  # type: ignore[union-attr]
+                store = self._stores[key] = ResultStore(result_storage=storage, serializer=data.serializer)
         return store
