@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
-from remediation.clients._http import make_http_client
+from remediation.clients._http import make_http_client, tls_context
 from remediation.clients.admin_api import HttpxAdminApi
 from remediation.clients.database import PsycopgDatabase
 from remediation.clients.evidence_store import S3Client, S3EvidenceStore, make_s3_client
@@ -157,14 +157,14 @@ def platform_redis(target: Target) -> RespRedis:
 
 def contact_channel(contact: Contact) -> StatusSender:
     """An escalation contact's webhook (Slack incoming-webhook shape, as the status channel)."""
-    return StatusWebhook(contact.webhook.resolve(), httpx.Client(timeout=10.0))
+    return StatusWebhook(contact.webhook.resolve(), httpx.Client(timeout=10.0, verify=tls_context()))
 
 
 def status_channel(target: Target) -> StatusSender:
     cfg = target.notifications
     if cfg is None:
         return NoChannel()
-    return StatusWebhook(cfg.status_webhook.resolve(), httpx.Client(timeout=cfg.timeout_s))
+    return StatusWebhook(cfg.status_webhook.resolve(), httpx.Client(timeout=cfg.timeout_s, verify=tls_context()))
 
 
 # --- one SSH connection per host, shared by a capture's concurrent collectors ----------------------
