@@ -98,8 +98,9 @@ log = logging.getLogger(__name__)
 
 
 def warm_up() -> None:
-    """Build the S3 clients for each declared target's evidence (a warm runner's child calls this
-    before its run comes), so a capture's upload does not wait for them."""
+    """Build the S3 clients for each declared target's evidence and the HTTP clients' TLS context (a
+    warm runner's child calls this before its run comes), so the run does not wait for them."""
+    tls_context()
     for name in list_targets():
         try:
             target = load_target(name)
