@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -207,4 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    # Everything the drill made lives until exit; frozen, it is skipped by the interpreter's last
+    # garbage collection, which otherwise walks Prefect's whole heap: 0.8 s of a drill's exit.
+    gc.freeze()
+    raise SystemExit(code)
