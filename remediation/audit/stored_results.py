@@ -1,9 +1,9 @@
 """Read finished runs' stored results, each result storage loaded once per history read.
 
 `state.result()` makes a new API client (its TLS context) and loads the storage block for every
-result it reads: ~90 ms of mostly CPU per run, against ~15 ms for the object itself. An incident's
-postmortem and its audit export read a dozen results or more, on threads that share one GIL, so
-those per-result set-ups were most of their wait.
+result it reads: ~110 ms a result, mostly CPU, against ~30 ms with the block kept (11 results one
+after another: 1.21 s against 0.32 s). An incident's postmortem and its audit export read a dozen
+results or more, on threads that share one GIL, so those set-ups were most of their wait.
 """
 
 from __future__ import annotations
