@@ -16,6 +16,8 @@ from uuid import UUID
 from prefect.client.schemas.objects import State
 from prefect.results import ResultRecordMetadata, ResultStore, resolve_result_storage
 
+from remediation.flowkit.engine import build_storage_client
+
 __all__ = ["StoredResults"]
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,7 @@ class StoredResults:
             store = self._stores.get(key)
             if store is None:
                 storage = resolve_result_storage(block_id)
-                credentials = getattr(storage, "credentials", None)
-                if callable(getattr(credentials, "get_client", None)):
-                    # prefect-aws keeps one boto3 client per credentials object, but readers that miss
-                    # its cache together each build one (~0.3 s of CPU apiece, 8 at once on a first
-                    # read): built here once, under the lock, as its S3 reads ask for it.
-                    credentials.get_client("s3")  # type: ignore[union-attr]
+                # Under the lock, before the readers' first reads: 8 of them would each build one.
+                build_storage_client(storage)
                 store = self._stores[key] = ResultStore(result_storage=storage, serializer=data.serializer)
         return store
