@@ -16,7 +16,7 @@ from uuid import UUID
 from prefect.client.schemas.objects import State
 from prefect.results import ResultRecordMetadata, ResultStore, resolve_result_storage
 
-from remediation.flowkit.engine import build_storage_client
+from remediation.clients.result_storage import build_storage_client
 
 __all__ = ["StoredResults"]
 

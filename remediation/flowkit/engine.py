@@ -41,8 +41,10 @@ from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-__all__ = ["PrestartedThreadPool", "build_storage_client", "prestarted_threads", "runner_settings",
-           "shared_api_client", "start_event_and_log_workers", "warm_result_storage"]
+from remediation.clients.result_storage import build_storage_client
+
+__all__ = ["PrestartedThreadPool", "prestarted_threads", "runner_settings", "shared_api_client",
+           "start_event_and_log_workers", "warm_result_storage"]
 
 
 class PrestartedThreadPool(ThreadPoolTaskRunner[Any]):
@@ -154,12 +156,3 @@ def warm_result_storage() -> None:
     from prefect.results import get_default_result_storage
 
     build_storage_client(get_default_result_storage())
-
-
-def build_storage_client(storage: Any) -> None:
-    """Build the S3 client a result storage block's reads and writes ask for, now. prefect-aws caches
-    one per credentials object, but threads that miss its cache together each build one (~0.3 s of
-    CPU apiece); a storage that is not prefect-aws's S3Bucket has nothing to build."""
-    credentials = getattr(storage, "credentials", None)  # prefect-aws's S3Bucket (AWS S3, or the sandbox's)
-    if credentials is not None and callable(getattr(credentials, "get_client", None)):
-        credentials.get_client("s3")  # as S3Bucket._get_s3_client asks: the same cache key
