@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from remediation.flowkit.engine import runner_settings, shared_api_client, start_event_and_log_workers
+from remediation.flowkit.prefect_tls import share_verified_tls_contexts
 
 __all__ = ["child_main", "code_stamp", "project_sources", "serve_one", "warm_imports"]
 
@@ -83,6 +84,7 @@ def serve_one(flows: dict[str, Any], warm_calls: Sequence[str] = (), proto: Any 
     import importlib
 
     proto = proto or protocol_channel()
+    share_verified_tls_contexts()  # before the warm calls: they make Prefect clients too
     for call in warm_calls:
         module, _, func = call.partition(":")
         try:

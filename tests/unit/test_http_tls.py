@@ -1,5 +1,6 @@
 """The HTTP clients share one TLS context per process, and it still verifies: an untrusted certificate
-is refused, a trusted one (SSL_CERT_FILE, as httpx reads it) is accepted."""
+is refused, a trusted one (SSL_CERT_FILE, as httpx reads it) is accepted. Prefect's own API clients,
+once `share_verified_tls_contexts` ran, share one verified context per CA bundle in the same way."""
 
 from __future__ import annotations
 
@@ -19,8 +20,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prefect._internal import version_checking
+from prefect.client import orchestration
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY, temporary_settings
 
 from remediation.clients._http import make_http_client, tls_context
+from remediation.flowkit.prefect_tls import share_verified_tls_contexts
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +92,51 @@ def test_a_certificate_trusted_through_ssl_cert_file_is_accepted(tls_server: tup
     done = subprocess.run([sys.executable, "-c", probe], env={"SSL_CERT_FILE": str(cert_file), "PATH": ""},
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-800:]
+
+
+@pytest.fixture
+def prefect_ssl(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Prefect's modules get their own `ssl` back after the test; returns each real context built."""
+    for module in (orchestration, version_checking):
+        monkeypatch.setattr(module, "ssl", ssl)
+    built: list[object] = []
+    real = ssl.create_default_context
+
+    def counting(*args: object, **kwargs: object) -> ssl.SSLContext:
+        built.append(context := real(*args, **kwargs))  # type: ignore[arg-type]
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    return built
+
+
+def _context(client: SyncPrefectClient) -> ssl.SSLContext:
+    return client._client._transport._pool._ssl_context  # type: ignore[attr-defined,no-any-return]
+
+
+def test_prefect_clients_build_one_verified_context_once_shared(prefect_ssl: list[object]) -> None:
+    before = [_context(SyncPrefectClient("http://127.0.0.1:9/api")) for _ in range(3)]
+    assert len({id(c) for c in before}) == 3 and len(prefect_ssl) == 3  # Prefect's own way: one each
+    assert share_verified_tls_contexts() == ["prefect.client.orchestration", "prefect._internal.version_checking"]
+    after = [_context(SyncPrefectClient("http://127.0.0.1:9/api")) for _ in range(3)]
+    assert len({id(c) for c in after}) == 1 and len(prefect_ssl) == 4
+    assert after[0].verify_mode == ssl.CERT_REQUIRED and after[0].check_hostname
+
+
+def test_prefect_insecure_setting_still_gets_its_own_unverified_context(prefect_ssl: list[object]) -> None:
+    share_verified_tls_contexts()
+    with temporary_settings(updates={PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        loose = [_context(SyncPrefectClient("http://127.0.0.1:9/api")) for _ in range(2)]
+    assert loose[0] is not loose[1] and all(c.verify_mode == ssl.CERT_NONE for c in loose)
+    strict = _context(SyncPrefectClient("http://127.0.0.1:9/api"))
+    assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname  # not weakened by the above
+
+
+def test_a_shared_prefect_context_still_checks_the_server_certificate(
+        prefect_ssl: list[object], tls_server: tuple[str, Path]) -> None:
+    url, cert_file = tls_server
+    share_verified_tls_contexts()
+    refused = SyncPrefectClient(f"{url}/api").api_healthcheck()
+    assert isinstance(refused, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(refused)
+    with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: str(cert_file)}):
+        assert SyncPrefectClient(f"{url}/api").api_healthcheck() is None  # its bundle: its own shared context
