@@ -149,7 +149,9 @@ def _as_a_warm_runner() -> Iterator[Path]:
     """The flow run as a warm runner runs it, bundles in a scratch directory, both ways warmed up once
     (imports, first connections, the Prefect client)."""
     from remediation.flowkit.engine import runner_settings, shared_api_client
+    from remediation.flowkit.prefect_tls import share_verified_tls_contexts
 
+    share_verified_tls_contexts()
     with tempfile.TemporaryDirectory() as tmp, runner_settings(), shared_api_client():
         os.environ["RP_EVIDENCE_DIR"] = tmp
         flow_once()

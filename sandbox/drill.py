@@ -57,13 +57,15 @@ def _import_in_background(names: Sequence[str]) -> threading.Thread:
     return thread
 
 
-def _build_result_storage(results_env: dict[str, str]) -> None:
+def _build_result_storage(results_env: dict[str, str], after: threading.Event) -> None:
     """Load the runners' result storage block and build its S3 client: prefect-aws keeps the client
-    for any block with the same credentials, so a result read later reuses it."""
+    for any block with the same credentials, so a result read later reuses it. Waits for `after`
+    (the first answer): until then this process's CPU is the approver's."""
     from prefect.blocks.core import Block
 
     from remediation.clients.result_storage import build_storage_client
 
+    after.wait()
     try:
         build_storage_client(Block.load(results_env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"]))
     except Exception:  # the read that needs it builds it again, and raises there
@@ -95,8 +97,10 @@ def _alert(incident_hint: str) -> dict[str, Any]:
     }
 
 
-def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) -> Any:
-    """Answer each pause of the incident as the second engineer, until the respond run is final."""
+def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float,
+                        answered_one: threading.Event | None = None) -> Any:
+    """Answer each pause of the incident as the second engineer, until the respond run is final;
+    `answered_one` is set after the first answer."""
     from prefect.client.orchestration import get_client
 
     from remediation.flowkit.resume import (
@@ -132,6 +136,8 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
                 # As in the UI: the on-call types the code their authenticator shows.
                 confirm_initiator(paused.id, handle=ONCALL, code=people.current_code(ONCALL), client=client)
                 print(f"\n-- {_at()} {ONCALL} confirms starting {paused.name} with her 6-digit code")
+                if answered_one is not None:
+                    answered_one.set()
                 continue
             plan = str(pending_form(paused, client=client)["description"] or "")
             print(f"\n-- {_at()} {LEAD} reviews `{step}` ({paused.name}):")
@@ -140,6 +146,8 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float) ->
             answer(paused.id, decision="approve", approver=LEAD, reason=f"SEV1 drill: {step} reviewed",
                    sign_key=people.key_path(SandboxSettings().home, LEAD), client=client)
             print(f"-- {LEAD}: approve (signed)")
+            if answered_one is not None:
+                answered_one.set()
     raise TimeoutError(f"respond {respond_id} not finished after {timeout_s:.0f} s")
 
 
@@ -212,10 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         }))
     # The runners' result storage and its S3 client, built while respond runs rather than after it
     # ends: reading its result in a fresh process took 1.1–1.7 s, 0.1 s with them built.
-    storage = threading.Thread(target=_build_result_storage, args=(Stack.results_env(),), name="drill-results",
-                               daemon=True)
+    answered_one = threading.Event()
+    storage = threading.Thread(target=_build_result_storage, args=(Stack.results_env(), answered_one),
+                               name="drill-results", daemon=True)
     storage.start()
-    run = _approve_until_done(incident_id, respond.id, args.timeout - (time.monotonic() - started))
+    run = _approve_until_done(incident_id, respond.id, args.timeout - (time.monotonic() - started), answered_one)
+    answered_one.set()  # a run that ended without a pause
     storage.join()
     result = run.state.result(raise_on_failure=False) if run.state else {}
     print(f"\n{_at()} respond: {run.state.name} — {run.state.message}")
