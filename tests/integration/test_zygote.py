@@ -52,6 +52,27 @@ def test_forked_children_are_ready_at_once_and_report_their_end() -> None:
     asyncio.run(scenario())
 
 
+def test_a_forked_child_shares_prefects_tls_contexts_before_its_warm_calls(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = tmp_path / "tls"
+    monkeypatch.setenv("RP_TLS_PROBE_FILE", str(probe))
+
+    async def scenario() -> None:
+        zygote = await Zygote.launch([], [], ["tests.fixtures.tls_probe:record"])
+        try:
+            child = await zygote.fork()
+            assert (await _ready(child)).startswith(b"ready ")
+            child.stdin.write(b"\n")
+            await child.stdin.drain()
+            child.stdin.close()
+            assert await asyncio.wait_for(child.wait(), 30) == 0
+        finally:
+            await zygote.close()
+
+    asyncio.run(scenario())
+    assert probe.read_text() == "shared"
+
+
 def test_a_zygote_whose_imports_started_a_thread_refuses_to_fork_for_a_while(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "starts_a_thread.py").write_text(
