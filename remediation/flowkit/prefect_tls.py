@@ -10,6 +10,8 @@ see an `ssl` whose `create_default_context` hands out one verified context per C
 
 Only verified contexts are shared: Prefect's `PREFECT_API_TLS_INSECURE_SKIP_VERIFY` branch asks for a
 context with no CA file and then turns verification off on it, so such calls still get a new one.
+httpcore sets its ALPN offer on the context it is given; with `PREFECT_API_ENABLE_HTTP2` on, the
+version check (an HTTP/1.1 client) may then speak HTTP/2 to an https API, as the API clients do.
 """
 
 from __future__ import annotations
