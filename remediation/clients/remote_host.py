@@ -386,13 +386,16 @@ class ParamikoHost:
             while channel.recv_stderr_ready():
                 err.feed(channel.recv_stderr(_READ))
                 got = True
-            drained = not channel.recv_ready() and not channel.recv_stderr_ready()
             if channel.exit_status_ready():
                 # The exit status can overtake the last data packets: output is complete only at EOF.
                 # A command that leaves a daemon holding its stdout never sends EOF; give it a grace.
                 exited_at = exited_at or time.monotonic()
-                if drained and (channel.eof_received or channel.closed
-                                or time.monotonic() - exited_at > _EOF_GRACE_S):
+                # EOF first, then the buffers: the transport queues data before the EOF behind it,
+                # so buffers found empty after EOF are the end. Looked at the other way round, the
+                # rest of the output and the EOF could arrive in between, and be left unread.
+                ended = (channel.eof_received or channel.closed
+                         or time.monotonic() - exited_at > _EOF_GRACE_S)
+                if ended and not channel.recv_ready() and not channel.recv_stderr_ready():
                     return
             if time.monotonic() >= deadline:
                 # Closing the channel hangs up on the command; it may still finish on the host.
