@@ -31,8 +31,9 @@ def test_this_side_asks_for_a_new_key_at_the_rfc_4344_bound_not_at_512_mib() -> 
 
 class _FastCommandChannel:
     """A channel whose command ends while it is read: the rest of its output, its EOF and its exit
-    status all arrive just after the reader found the buffer empty (a `tail` of a 270 KB log did
-    this in CI: the reader kept 58 lines and `block-source` saw "nothing to block")."""
+    status all arrive just after the reader found the buffer empty (a `tail` of a 310-line access
+    log did this in CI: the reader kept its first packet's lines and `block-source` saw "nothing to
+    block")."""
 
     def __init__(self, first: bytes, rest: bytes) -> None:
         self._buffer, self._rest = bytearray(first), rest
