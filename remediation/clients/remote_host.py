@@ -147,6 +147,13 @@ class _Transport(paramiko.Transport):
 
     def __init__(self, sock: Any, **kwargs: Any) -> None:
         kwargs.setdefault("default_window_size", _WINDOW)
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # paramiko sets no socket options. With Nagle's algorithm on, a channel open sent while
+            # the previous channel's close is still unacknowledged waits for the peer's delayed ACK:
+            # 40 ms of every command after the first on a shared connection (42 ms of a 50 ms `true`
+            # on loopback, 0.4 ms without). paramiko sends each SSH packet whole, so there is
+            # nothing for Nagle to coalesce.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(sock, **kwargs)
         self.packetizer.REKEY_BYTES = _REKEY_BYTES
         self.packetizer.REKEY_PACKETS = _REKEY_PACKETS

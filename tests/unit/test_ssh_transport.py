@@ -29,6 +29,31 @@ def test_this_side_asks_for_a_new_key_at_the_rfc_4344_bound_not_at_512_mib() -> 
         theirs.close()
 
 
+def test_the_transport_sends_each_packet_at_once_on_its_own_tcp_connections_only() -> None:
+    # Nagle's algorithm held a channel open behind the previous close's delayed ACK: 40 ms per command
+    # on a shared connection (the live figure is in tests/integration/test_remote_host_client.py).
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        ours = socket.create_connection(server.getsockname())
+        theirs = socket.create_connection(server.getsockname())
+        try:
+            assert ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+            transport, plain = _Transport(ours), paramiko.Transport(theirs)
+            assert ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # paramiko's own: unchanged
+            transport.close()
+            plain.close()
+        finally:
+            ours.close()
+            theirs.close()
+    # A socket that is not TCP (a proxy command's, a test's pair) is left as it is.
+    one, other = socket.socketpair()
+    try:
+        _Transport(one).close()
+    finally:
+        one.close()
+        other.close()
+
+
 class _FastCommandChannel:
     """A channel whose command ends while it is read: the rest of its output, its EOF and its exit
     status all arrive just after the reader found the buffer empty (a `tail` of a 310-line access
