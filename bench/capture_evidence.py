@@ -1,12 +1,16 @@
 """capture-evidence figures against the running sandbox stack. Prints numbers; not a test.
 
     eval "$(uv run python -m sandbox.stack env)"
-    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256] [--large-only | --flow-only | --cpu]
+    uv run python bench/capture_evidence.py [RUNS=5] [LOG_MIB=256] \
+        [--large-only | --flow-only | --without-task-runs | --cpu]
 
 1. The flow (in-process, concurrent collectors, upload + verify) vs the same collectors
    called one after another as plain Python (no Prefect), same run, same machine.
 2. A large synthetic log collected over SSH (whole file), redacted, written and uploaded
    by a fresh interpreter: peak RSS (VmHWM) and throughput.
+
+`--without-task-runs`: the same flow, alternated with itself with its collectors called on a plain
+thread pool instead of as Prefect task runs (bench only: what one task run per collector costs).
 
 `--cpu`: where a capture's CPU goes on this machine, per process (from /proc), over RUNS flows run
 back to back and then over as many sequential runs, each followed by a few seconds for the
@@ -138,6 +142,9 @@ def main() -> None:
     if "--cpu" in sys.argv:
         cpu_figures(runs)
         return
+    if "--without-task-runs" in sys.argv:
+        task_run_figures(runs)
+        return
     if "--large-only" not in sys.argv:
         flow_figures(runs)
     if "--flow-only" not in sys.argv:
@@ -184,6 +191,60 @@ def flow_figures(runs: int) -> None:
     print(f"  sequential plain python:                                  median {plain:.2f} s  "
           f"p95 {_pct([s['total'] for s in seq], 0.95):.2f} s")
     print(f"  ratio flow/sequential (median): {flow / plain:.2f}   flow/floor: {flow / floor:.2f}")
+
+
+@contextmanager
+def _collectors_without_task_runs() -> Iterator[None]:
+    """The capture flow as it is, but each collector called on a thread pool as a plain function: no
+    task run, no states, no events, no task-run logs. The bench's counterfactual, never the product's."""
+    from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+
+    import flows.capture_evidence as capture
+
+    pool = ThreadPoolExecutor(max_workers=16)
+
+    class _Plain:
+        def __init__(self, kind: str) -> None:
+            self.fn = capture.TASKS[kind].fn
+
+        def submit(self, *args: Any) -> Future[Any]:
+            return pool.submit(self.fn, *(a.unquote() if hasattr(a, "unquote") else a for a in args))
+
+    def settle(futures: dict[str, Future[Any]], on_completed: Any = None) -> tuple[dict[str, Any], dict[str, str]]:
+        names = {id(f): n for n, f in futures.items()}
+        found = {}
+        for future in as_completed(futures.values()):
+            found[names[id(future)]] = future.result().model_dump(mode="json")
+            on_completed(names[id(future)], found[names[id(future)]])
+        return found, {}
+
+    saved = capture.collector_task, capture.settle_all
+    capture.collector_task, capture.settle_all = (lambda kind, *_: _Plain(kind)), settle  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        capture.collector_task, capture.settle_all = saved
+        pool.shutdown()
+
+
+def task_run_figures(runs: int) -> None:
+    with _as_a_warm_runner() as tmp:
+        with _collectors_without_task_runs():
+            flow_once()  # warm-up of the pool's threads
+        real, plain, seq = [], [], []
+        for _ in range(runs):  # alternated
+            real.append(flow_once())
+            with _collectors_without_task_runs():
+                plain.append(flow_once())
+            seq.append(sequential_once(tmp)["total"])
+    med = statistics.median
+    print(f"capture-evidence, default sandbox profile, {runs} runs each, alternated "
+          f"(load average {os.getloadavg()[0]:.1f} after)")
+    print(f"  flow, collectors as Prefect task runs (as shipped): median {med(real):.2f} s  min {min(real):.2f} s")
+    print(f"  flow, collectors as plain calls on a thread pool:   median {med(plain):.2f} s  min {min(plain):.2f} s")
+    print(f"  sequential plain python, no flow:                   median {med(seq):.2f} s  min {min(seq):.2f} s")
+    print(f"  ratios to sequential: as shipped {med(real) / med(seq):.2f}, without task runs "
+          f"{med(plain) / med(seq):.2f}")
 
 
 def large_log_figures(mib: int) -> None:
