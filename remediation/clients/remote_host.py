@@ -136,8 +136,9 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
 
 
 class _Transport(paramiko.Transport):
-    """paramiko's Transport with a larger window, AES-GCM preferred, and this side's rekeying at the
-    RFC 4344 bound rather than paramiko's 512 MiB (see `_WINDOW`, `_CIPHERS`, `_REKEY_BYTES`).
+    """paramiko's Transport with a larger window, AES-GCM preferred, this side's rekeying at the
+    RFC 4344 bound rather than paramiko's 512 MiB (see `_WINDOW`, `_CIPHERS`, `_REKEY_BYTES`), and
+    Nagle's algorithm off on its TCP socket (see `__init__`).
 
     Host keys, key exchange and authentication are paramiko's own, unchanged."""
 

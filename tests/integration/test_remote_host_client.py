@@ -53,7 +53,7 @@ def test_non_zero_exit_is_returned_and_check_raises_with_the_stderr_tail(stack: 
 def test_commands_after_the_first_on_one_connection_do_not_wait_for_a_delayed_ack(stack: StackInfo) -> None:
     # With Nagle's algorithm on, each channel open waited for sshd's delayed ACK of the last close:
     # every `true` took 48-67 ms on loopback. Without, 3-7 ms. The fastest of ten is the robust figure
-    # on a busy machine: with the stall, none is under 40 ms.
+    # on a busy machine: run back to back with the stall, the fastest of ten took 51 ms.
     with host(stack) as h:
         h.run(["true"]).check()
         taken = []
