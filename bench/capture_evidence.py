@@ -210,7 +210,7 @@ def _collectors_without_task_runs() -> Iterator[None]:
         def submit(self, *args: Any) -> Future[Any]:
             return pool.submit(self.fn, *(a.unquote() if hasattr(a, "unquote") else a for a in args))
 
-    def settle(futures: dict[str, Future[Any]], on_completed: Any = None) -> tuple[dict[str, Any], dict[str, str]]:
+    def settle(futures: dict[str, Future[Any]], on_completed: Any) -> tuple[dict[str, Any], dict[str, str]]:
         names = {id(f): n for n, f in futures.items()}
         found = {}
         for future in as_completed(futures.values()):

@@ -97,8 +97,7 @@ def _alert(incident_hint: str) -> dict[str, Any]:
     }
 
 
-def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float,
-                        answered_one: threading.Event | None = None) -> Any:
+def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float, answered_one: threading.Event) -> Any:
     """Answer each pause of the incident as the second engineer, until the respond run is final;
     `answered_one` is set after the first answer."""
     from prefect.client.orchestration import get_client
@@ -136,8 +135,7 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float,
                 # As in the UI: the on-call types the code their authenticator shows.
                 confirm_initiator(paused.id, handle=ONCALL, code=people.current_code(ONCALL), client=client)
                 print(f"\n-- {_at()} {ONCALL} confirms starting {paused.name} with her 6-digit code")
-                if answered_one is not None:
-                    answered_one.set()
+                answered_one.set()
                 continue
             plan = str(pending_form(paused, client=client)["description"] or "")
             print(f"\n-- {_at()} {LEAD} reviews `{step}` ({paused.name}):")
@@ -146,8 +144,7 @@ def _approve_until_done(incident_id: str, respond_id: UUID, timeout_s: float,
             answer(paused.id, decision="approve", approver=LEAD, reason=f"SEV1 drill: {step} reviewed",
                    sign_key=people.key_path(SandboxSettings().home, LEAD), client=client)
             print(f"-- {LEAD}: approve (signed)")
-            if answered_one is not None:
-                answered_one.set()
+            answered_one.set()
     raise TimeoutError(f"respond {respond_id} not finished after {timeout_s:.0f} s")
 
 

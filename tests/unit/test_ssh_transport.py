@@ -45,7 +45,8 @@ def test_the_transport_sends_each_packet_at_once_on_its_own_tcp_connections_only
         finally:
             ours.close()
             theirs.close()
-    # A socket that is not TCP (a proxy command's, a test's pair) is left as it is.
+    # A socket that is not TCP (a proxy command's, a test's pair) is left as it is: setting the option
+    # on it would raise.
     one, other = socket.socketpair()
     try:
         _Transport(one).close()
