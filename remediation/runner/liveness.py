@@ -25,7 +25,7 @@ from typing import Any
 from uuid import UUID
 
 __all__ = ["AUTOMATION_NAME", "HEARTBEAT", "HEARTBEAT_S", "RUNNER_HEARTBEAT", "SILENCE_S", "close_task_runs",
-           "ensure_automation", "heartbeat", "with_subflows"]
+           "ensure_automation", "heartbeat", "unfinished_with_subflows"]
 
 log = logging.getLogger("remediation.runner")
 
@@ -52,25 +52,36 @@ async def heartbeat(client: Any, flow_run_ids: list[UUID], pool_id: UUID | None,
     response.raise_for_status()
 
 
-async def with_subflows(client: Any, flow_run_ids: list[UUID], depth: int = 3) -> list[UUID]:
-    """The runs and their unfinished subflows (respond → restart-service → …): a subflow runs in its parent's
-    child, and one paused for an approval must be heartbeated too, or the automation would crash it."""
+async def unfinished_with_subflows(client: Any, flow_run_ids: list[UUID], depth: int = 3) -> list[UUID]:
+    """The runs not yet final and their unfinished subflows (respond → restart-service → …).
+
+    A subflow runs in its parent's child, and one paused for an approval must be heartbeated too, or
+    the automation would crash it. A finished run must not be: its child exits a moment after the final
+    state (it flushes logs and events first), and a beat in that moment opened a silence window on a
+    finished run; 45 s later the automation fired and its action failed ("already in terminal state"),
+    an error in the event feed (3 of the 6 runs of one evening's fault drills)."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
+        FlowRunFilterId,
         FlowRunFilterParentFlowRunId,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
 
-    found, level = list(flow_run_ids), list(flow_run_ids)
-    final = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
+    if not flow_run_ids:
+        return []
+    unfinished = FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[
+        StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]))
+    alive = {run.id for run in await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        id=FlowRunFilterId(any_=flow_run_ids), state=unfinished))}
+    found = [i for i in flow_run_ids if i in alive]
+    level = list(found)
     for _ in range(depth):
         if not level:
             break
         children = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=level),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=final))))
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=level), state=unfinished))
         level = [run.id for run in children if run.id not in found]
         found += level
     return found

@@ -298,7 +298,7 @@ class WarmRunner:
         """Heartbeat this replica and its runs (`liveness`): a run whose host dies is Crashed by the server."""
         while not self.stopping.is_set():
             try:
-                runs = await liveness.with_subflows(self.client, list(self.running)) if self.running else []
+                runs = await liveness.unfinished_with_subflows(self.client, list(self.running))
                 await liveness.heartbeat(self.client, runs, self.pool_id, self.config.name)
             except Exception as exc:  # the server restarting: the automation's window covers a gap
                 log.warning("heartbeat of %d run(s) failed: %s", len(self.running), exc)

@@ -177,7 +177,9 @@ class PrefectServer:
         for api in self.apis[1:]:
             api.start(self.server_env(migrate=False))
         if self.services is not None:
-            self.services.start(self.server_env(migrate=False))
+            # At INFO the triggers and actions services log each event an automation counted and each
+            # action taken: what a fault drill that failed in CI has left to explain it.
+            self.services.start({**self.server_env(migrate=False), "PREFECT_SERVER_LOGGING_LEVEL": "INFO"})
         for api in self.apis[1:]:
             api.wait()
         wait_until(self.healthy, timeout_s=60, what="Prefect API through the balancer",

@@ -28,6 +28,7 @@ from tests.faults.timing import (
     Marks,
     active_slots,
     admin_writes,
+    explain_run,
     kill_group,
     run_state,
     wait_for,
@@ -89,6 +90,7 @@ def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere
     victim = _executing(st, run_id)
     survivor = next(r for r in st.runners if r is not victim)
     marks.fault(f"kill -9 {victim.name} and its children, mid-step")
+    killed_at = datetime.now(UTC)
     kill_group(victim.pid_file)
     st.admin_slow_write(False)
 
@@ -97,7 +99,8 @@ def test_the_replica_running_a_step_killed_crashes_the_run_and_a_retry_elsewhere
     # last beat came up to one interval before the kill), the services' 5 s granularity and slack.
     bound = 2 * SILENCE_S + HEARTBEAT_S + 20
     with late_events(datetime.now(UTC) - timedelta(seconds=2)) as late:
-        wait_for(lambda: (run_state(run_id).state or AwaitingRetry()).name == "Crashed", "run marked Crashed", bound)
+        wait_for(lambda: (run_state(run_id).state or AwaitingRetry()).name == "Crashed", "run marked Crashed", bound,
+                 explain=lambda: explain_run(run_id, killed_at - timedelta(seconds=30), st))
     # The late events really went out while the crash was awaited: three or more, none refused.
     assert len(late) >= 3 and not any(late), late
     marks.mark("run marked Crashed (heartbeat silence automation)")

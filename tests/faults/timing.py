@@ -6,12 +6,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 
+from sandbox.stack.core import Stack
 from sandbox.stack.processes import read_pid
 
 #: The drills' subject: a deposit-halt contain (one approval), its target lock and its one admin API write.
@@ -67,11 +69,60 @@ def run_state(run_id: UUID) -> FlowRun:
         return client.read_flow_run(run_id)
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float, every_s: float = 0.25) -> None:
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float, every_s: float = 0.25,
+             explain: Callable[[], str] | None = None) -> None:
+    """Poll `check` until true; past the deadline fail, with `explain()`'s account when given (a drill
+    that fails in CI leaves no stack behind to look at)."""
     deadline = time.monotonic() + timeout_s
     while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s" + (f"\n{explain()}" if explain else ""))
         time.sleep(every_s)
+
+
+def explain_run(run_id: UUID, since: datetime, st: Stack) -> str:
+    """What the stack recorded about a run since `since`: its states; the events about it, the
+    automations' actions and the runners' own beats (occurred → received); each events consumer's
+    backlog in Redis; the automations; the services' log lines on the run or an automation. Best
+    effort: a part that cannot be read says why."""
+    lines: list[str] = []
+    try:
+        with get_client(sync_client=True) as client:
+            for state in client.read_flow_run_states(run_id):
+                lines.append(f"state {state.timestamp:%H:%M:%S.%f} {state.name}: {state.message or ''}")
+            for prefix in (f"prefect.flow-run.{run_id}", "prefect.automation.", "remediation.runner."):
+                found = client._client.post("/events/filter", json={"limit": 50, "filter": {
+                    "occurred": {"since": since.isoformat()}, "resource": {"id_prefix": [prefix]},
+                    "order": "DESC"}}).raise_for_status().json()
+                lines += [f"event {e['occurred'][11:23]} received {e['received'][11:23]} {e['event']} "
+                          f"{e['resource']['prefect.resource.id']}" for e in reversed(found.get("events", [])[:20])]
+            lines += [f"automation {a.id} {a.name!r} enabled={a.enabled}" for a in client.read_automations()]
+    except Exception as exc:  # the account is a courtesy to whoever reads the failure
+        lines.append(f"(server not readable: {type(exc).__name__}: {exc})")
+    try:
+        assert st.prefect.redis is not None
+        broker = st.prefect.redis.client()
+        for stream in ("events", "actions"):
+            lines += [f"redis {stream}/{g['name']}: pending {g['pending']}, lag {g['lag']}"
+                      for g in broker.xinfo_groups(stream)]
+        # Prefect evaluates proactive triggers in a docket perpetual task (db 1): it reschedules itself
+        # when it finishes, so one stuck evaluation stops them all.
+        docket = type(broker)(connection_pool=type(broker.connection_pool)(
+            **{**broker.connection_pool.connection_kwargs, "db": 1}))
+        fields = ("state", "when", "generation")
+        task = dict(zip(fields, docket.hmget("prefect:runs:evaluate_proactive_triggers_periodic", fields),
+                        strict=True))
+        lines.append(f"docket evaluate_proactive_triggers_periodic at {time.time():.1f}: {task}")
+    except Exception as exc:
+        lines.append(f"(redis not readable: {type(exc).__name__}: {exc})")
+    log = st.home / "logs" / "prefect-services.log"
+    try:
+        text = log.read_text(errors="replace").splitlines()
+        lines += ["prefect-services.log, on the run, automations or errors:",
+                  *[x for x in text if str(run_id) in x or "utomation" in x or "rror" in x][-40:]]
+    except OSError as exc:
+        lines.append(f"({log}: {exc})")
+    return "\n".join(lines)
 
 
 def admin_writes(home: Path, path: str) -> int:

@@ -107,22 +107,44 @@ def test_a_crashed_runs_open_task_runs_are_closed_as_crashed() -> None:
     assert set(asked) == {StateType.RUNNING, StateType.PENDING}
 
 
+class _RunTree:
+    """read_flow_runs over a tree of runs: by id (the replica's own runs) or by parent (subflows),
+    each answer limited to the states the filter leaves in, as the server does."""
+
+    def __init__(self, tree: dict[UUID, list[UUID]], states: dict[UUID, StateType]) -> None:
+        self.tree, self.states = tree, states
+        self.asked: list[Any] = []
+
+    async def read_flow_runs(self, flow_run_filter: Any) -> list[Any]:
+        self.asked.append(flow_run_filter)
+        if flow_run_filter.id is not None:
+            ids = flow_run_filter.id.any_
+        else:
+            ids = [c for p in flow_run_filter.parent_flow_run_id.any_ for c in self.tree.get(p, [])]
+        excluded = flow_run_filter.state.type.not_any_
+        return [SimpleNamespace(id=i) for i in ids if self.states.get(i, StateType.RUNNING) not in excluded]
+
+
 def test_subflows_of_a_running_run_are_heartbeated_too() -> None:
     """respond pauses inside its restart-service subflow for minutes: that subflow must not look dead."""
     respond, restart, capture, other = uuid4(), uuid4(), uuid4(), uuid4()
-    tree = {respond: [restart], restart: [capture], other: []}
-    asked: list[Any] = []
-
-    class Runs:
-        async def read_flow_runs(self, flow_run_filter: Any) -> list[Any]:
-            asked.append(flow_run_filter)
-            parents = flow_run_filter.parent_flow_run_id.any_
-            return [SimpleNamespace(id=c) for p in parents for c in tree.get(p, [])]
-
-    found = asyncio.run(liveness.with_subflows(Runs(), [respond, other]))
+    runs = _RunTree({respond: [restart], restart: [capture], other: []},
+                    {respond: StateType.RUNNING, restart: StateType.PAUSED, other: StateType.PAUSED})
+    found = asyncio.run(liveness.unfinished_with_subflows(runs, [respond, other]))
     assert found == [respond, other, restart, capture]
-    # Only unfinished subflows: a finished one needs no heartbeat (and must not be crashed).
-    assert StateType.COMPLETED in asked[0].state.type.not_any_ and StateType.PAUSED not in asked[0].state.type.not_any_
+    # Only unfinished runs: a finished one needs no heartbeat (and must not be crashed).
+    asked = runs.asked[0].state.type.not_any_
+    assert StateType.COMPLETED in asked and StateType.CRASHED in asked and StateType.PAUSED not in asked
+
+
+def test_a_run_already_final_gets_no_heartbeat_while_its_child_winds_down() -> None:
+    """The child exits a moment after the run's final state: a beat then opened a silence window on a
+    finished run, and the automation's action failed 45 s later ("already in terminal state")."""
+    done, failed, running, done_child = uuid4(), uuid4(), uuid4(), uuid4()
+    runs = _RunTree({done: [done_child]}, {done: StateType.COMPLETED, failed: StateType.FAILED,
+                                           done_child: StateType.RUNNING})
+    assert asyncio.run(liveness.unfinished_with_subflows(runs, [done, failed, running])) == [running]
+    assert asyncio.run(liveness.unfinished_with_subflows(runs, [])) == []
 
 
 def test_a_claimed_run_is_heartbeated_at_once_not_at_the_next_beat() -> None:
