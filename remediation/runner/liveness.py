@@ -1,13 +1,13 @@
 """How a run whose host died is noticed: heartbeats, a Prefect automation, and its task runs closed.
 
-Each replica emits `prefect.flow-run.heartbeat` for every run its children execute and their unfinished
-subflows, paused ones included (a paused runbook waits in its child). If a replica dies with the
-machine, nothing of it is left to say so; the automation below, installed by every replica (idempotent,
-by name), marks a run `Crashed` when its heartbeats stop for `SILENCE_S` — Prefect's own proactive trigger, evaluated by
-the server's services, not by us. Prefect looks at a proactive trigger again at the end of the window
-it last saw, so a silence is acted on one to two windows (45–90 s) after it began. A `Crashed` run's
-task runs would stay `Running` in the UI forever; the replicas close them on the run's Crashed event,
-whoever marked it.
+Each replica emits `prefect.flow-run.heartbeat` for every run its children execute, until the run is
+final, and for their unfinished subflows, paused ones included (a paused runbook waits in its child).
+If a replica dies with the machine, nothing of it is left to say so; the automation below, installed
+by every replica (idempotent, by name), marks a run `Crashed` when its heartbeats stop for
+`SILENCE_S` — Prefect's own proactive trigger, evaluated by the server's services, not by us. Prefect
+looks at a proactive trigger again at the end of the window it last saw, so a silence is acted on one
+to two windows (45–90 s) after it began. A `Crashed` run's task runs would stay `Running` in the UI
+forever; the replicas close them on the run's Crashed event, whoever marked it.
 
 Each replica also sends `remediation.runner.heartbeat` for itself at every beat, runs or none. Prefect
 judges a proactive window on its *events clock* (the newest `occurred` it has seen, shifted by the time

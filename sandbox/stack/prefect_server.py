@@ -178,7 +178,7 @@ class PrefectServer:
             api.start(self.server_env(migrate=False))
         if self.services is not None:
             # At INFO the triggers and actions services log each event an automation counted and each
-            # action taken: what a fault drill that failed in CI has left to explain it.
+            # action taken, so a fault drill that fails in CI can say why (tests/faults/timing.py).
             self.services.start({**self.server_env(migrate=False), "PREFECT_SERVER_LOGGING_LEVEL": "INFO"})
         for api in self.apis[1:]:
             api.wait()

@@ -79,10 +79,10 @@ class RedisServer:
     def stop(self) -> bool:
         return stop(self.pid_file)
 
-    def client(self) -> redis_py.Redis:
+    def client(self, db: int = 0) -> redis_py.Redis:
         import redis as redis_py
 
-        return redis_py.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=10,
+        return redis_py.Redis(host="127.0.0.1", port=self.port, password=self.password, db=db, socket_timeout=10,
                               decode_responses=True)
 
 

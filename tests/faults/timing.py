@@ -107,8 +107,7 @@ def explain_run(run_id: UUID, since: datetime, st: Stack) -> str:
                       for g in broker.xinfo_groups(stream)]
         # Prefect evaluates proactive triggers in a docket perpetual task (db 1): it reschedules itself
         # when it finishes, so one stuck evaluation stops them all.
-        docket = type(broker)(connection_pool=type(broker.connection_pool)(
-            **{**broker.connection_pool.connection_kwargs, "db": 1}))
+        docket = st.prefect.redis.client(db=1)
         fields = ("state", "when", "generation")
         task = dict(zip(fields, docket.hmget("prefect:runs:evaluate_proactive_triggers_periodic", fields),
                         strict=True))
@@ -119,7 +118,7 @@ def explain_run(run_id: UUID, since: datetime, st: Stack) -> str:
     try:
         text = log.read_text(errors="replace").splitlines()
         lines += ["prefect-services.log, on the run, automations or errors:",
-                  *[x for x in text if str(run_id) in x or "utomation" in x or "rror" in x][-40:]]
+                  *[x for x in text if any(k in x.lower() for k in (str(run_id), "automation", "error"))][-40:]]
     except OSError as exc:
         lines.append(f"({log}: {exc})")
     return "\n".join(lines)
